@@ -1,0 +1,122 @@
+"""The apply / wait / tear-down machinery every Kubernetes service shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from playbooks.errors import PlaybookError
+from playbooks.kube import Kubectl
+from playbooks.render import kinds, load_templates, managed_selector, selector_labels, label_selector
+from playbooks.target import Target, target_from_config
+
+_announced: set[Target] = set()
+
+
+@dataclass
+class Plan:
+    """Everything one service's `up` will do, computed and validated before any write."""
+
+    service: str
+    instance: str
+    docs: list[dict]
+    deployments: list[str]
+    timeout: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def selector(self) -> str:
+        return label_selector(selector_labels(self.service, self.instance))
+
+
+def config_hash(*parts) -> str:
+    """A short digest of a pod's inputs: a change of any of them rolls the pods."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_target(c, namespace: str | None = None, mode: str | None = None) -> Target:
+    target = target_from_config(c, namespace=namespace, mode=mode)
+    if target not in _announced:
+        _announced.add(target)
+        print(f"target: {target.summary()} (namespace from {target.namespace_source})", flush=True)
+    return target
+
+
+def kubectl_for(c, target: Target, dry_run: bool = False) -> Kubectl:
+    return Kubectl(
+        target,
+        binary=c.config.tools.kubectl,
+        field_manager=c.config.tools.field_manager,
+        dry_run=dry_run,
+        out=lambda line: print(line, flush=True),
+    )
+
+
+def check_access(target: Target, docs: list[dict], verbs: tuple[str, ...] = ("create", "patch")) -> None:
+    """Refuse before the first write when the credentials lack a permission the plan needs."""
+    missing = []
+    for resource in kinds(docs):
+        plural, _, group = resource.partition(".")
+        for verb in verbs:
+            if target.may(verb, plural, group) is False:
+                missing.append(f"{verb} {resource}")
+    if missing:
+        raise PlaybookError(
+            f"the credentials may not {', '.join(missing)} in namespace {target.namespace}: "
+            "ask for an edit role there or pick another namespace"
+        )
+
+
+def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
+    """Apply every plan, then wait for all of them together: wall time ~ the slowest."""
+    for plan in plans:
+        for note in plan.notes:
+            kubectl.out(f"{plan.instance}: {note}")
+    for plan in plans:
+        changed = kubectl.apply(plan.docs)
+        if not kubectl.dry_run:
+            kubectl.out(f"{plan.instance}: {'applied changes' if changed else 'no change'}")
+    if kubectl.dry_run:
+        return
+    waits = [(plan, name) for plan in plans for name in plan.deployments]
+    if len(waits) == 1:
+        plan, name = waits[0]
+        kubectl.wait_for_deployment(name, plan.selector, plan.timeout, label=plan.instance)
+        return
+    with ThreadPoolExecutor(max_workers=len(waits)) as pool:
+        futures = [
+            pool.submit(kubectl.wait_for_deployment, name, plan.selector, plan.timeout, f"{plan.instance}/{name}")
+            for plan, name in waits
+        ]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
+def tear_down(kubectl: Kubectl, service: str, instance: str | None, purge: bool) -> list[str]:
+    """Delete what carries the service's labels; the database volume stays unless purge."""
+    found = kubectl.names(kinds(list(load_templates(service))), managed_selector(service, instance))
+    doomed = [n for n in found if purge or not n.startswith("persistentvolumeclaim/")]
+    kept = [n for n in found if n not in doomed]
+    label = instance or service
+    if not found:
+        kubectl.out(f"{label}: nothing deployed in namespace {kubectl.target.namespace}")
+        return []
+    kubectl.delete(doomed)
+    if not kubectl.dry_run:
+        for name in doomed:
+            kubectl.out(f"{label}: deleted {name}")
+    for name in kept:
+        kubectl.out(f"{label}: kept {name} (pass --purge to delete it)")
+    return doomed
+
+
+def deployed_instances(kubectl: Kubectl, service: str) -> list[str]:
+    """Instances of a service found in the namespace by their labels."""
+    state = kubectl.get_json("deployments.apps", managed_selector(service))
+    instances = {
+        item["metadata"]["labels"].get("app.kubernetes.io/instance") for item in state.get("items", [])
+    }
+    return sorted(i for i in instances if i)

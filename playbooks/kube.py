@@ -1,0 +1,295 @@
+"""kubectl, called as argv lists pinned to the detected target, with deadlines.
+
+Manifests travel on stdin, so no secret ever reaches a command line. In dry-run mode the
+writes are printed (Secrets redacted) instead of run; reads still happen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from playbooks.errors import PlaybookError
+from playbooks.render import redacted, to_yaml
+from playbooks.target import Target
+
+Printer = Callable[[str], None]
+HEARTBEAT_SECONDS = 15
+POLL_SECONDS = 2
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def _first_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
+
+
+class Kubectl:
+    def __init__(
+        self,
+        target: Target,
+        binary: str = "kubectl",
+        field_manager: str = "datalab-playbooks",
+        dry_run: bool = False,
+        out: Printer = print,
+    ):
+        self.target = target
+        self.binary = binary
+        self.field_manager = field_manager
+        self.dry_run = dry_run
+        self.out = out
+
+    # ------------------------------------------------------------ running
+
+    def _command(self):
+        import sh
+
+        try:
+            return sh.Command(self.binary)
+        except sh.CommandNotFound:
+            raise PlaybookError(
+                f"{self.binary} not found: install kubectl or set tools.kubectl in invoke.yaml"
+            ) from None
+
+    def _env(self) -> dict[str, str]:
+        # Never the caller's KUBECONFIG: the target's flags say which config is used.
+        return {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.binary, *self.target.kubectl_flags(), *args]
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 60, check: bool = True) -> Result:
+        import sh
+
+        command = self._command()
+        try:
+            done = command(
+                *self.target.kubectl_flags(),
+                *args,
+                _in=stdin,
+                _env=self._env(),
+                _timeout=timeout,
+                _tty_out=False,
+                _return_cmd=True,
+                _ok_code=list(range(256)),
+            )
+        except sh.TimeoutException:
+            raise PlaybookError(
+                f"kubectl {' '.join(args[:2])} did not finish within {timeout:.0f}s: check that the API server "
+                f"{self.target.server} is reachable"
+            ) from None
+        result = Result(done.exit_code, done.stdout.decode(), done.stderr.decode())
+        if check and not result.ok:
+            raise self.failure(args, result)
+        return result
+
+    def failure(self, args: tuple[str, ...], result: Result) -> PlaybookError:
+        message = _first_error_line(result.stderr or result.stdout)
+        if "Forbidden" in message or "forbidden" in message:
+            return PlaybookError(f"kubectl {args[0]}: {message}; ask for that permission or use another namespace")
+        if re.search(r"connection refused|no such host|i/o timeout|Unable to connect", message):
+            return PlaybookError(f"cannot reach the Kubernetes API at {self.target.server}: {message}")
+        return PlaybookError(f"kubectl {args[0]} failed: {message}")
+
+    def show(self, *args: str, stdin_docs: list[dict] | None = None) -> None:
+        """Print a write instead of running it (dry-run)."""
+        line = shlex.join(self.argv(*args))
+        if stdin_docs is not None:
+            self.out(f"$ {line} <<'EOF'\n{to_yaml(redacted(stdin_docs))}EOF")
+        else:
+            self.out(f"$ {line}")
+
+    # ------------------------------------------------------------ objects
+
+    def apply(self, docs: list[dict], timeout: float = 120) -> bool:
+        """Server-side apply of docs; returns whether anything changed."""
+        body = to_yaml(docs)
+        common = ["--server-side", f"--field-manager={self.field_manager}", "--force-conflicts", "-f", "-"]
+        if self.dry_run:
+            self.show("apply", *common, stdin_docs=docs)
+            return False
+        diff = self.run("diff", *common, stdin=body, timeout=timeout, check=False)
+        if diff.exit_code == 0:
+            return False
+        if diff.exit_code != 1:
+            raise self.failure(("diff",), diff)
+        self.run("apply", *common, stdin=body, timeout=timeout)
+        return True
+
+    def names(self, kinds: list[str], selector: str) -> list[str]:
+        """kind/name of every object of these kinds that carries the labels."""
+        result = self.run("get", ",".join(kinds), "-l", selector, "-o", "name", "--ignore-not-found")
+        return [line for line in result.stdout.split() if line]
+
+    def delete(self, names: list[str], timeout: float = 120) -> None:
+        if not names:
+            return
+        args = ["delete", *names, "--ignore-not-found", "--wait=true", f"--timeout={int(timeout)}s"]
+        if self.dry_run:
+            self.show(*args)
+            return
+        self.run(*args, timeout=timeout + 15)
+
+    def get_json(self, what: str, selector: str | None = None, timeout: float = 20) -> dict:
+        args = ["get", what, "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        return json.loads(self.run(*args, timeout=timeout).stdout or "{}")
+
+    # ------------------------------------------------------------ waiting
+
+    def wait_for_deployment(self, name: str, selector: str, timeout: float, label: str | None = None) -> None:
+        """Poll the rollout until it is complete or the deadline passes; show progress.
+
+        Polling (not a watch) survives an API server restart: a failed poll is reported
+        and retried until the deadline.
+        """
+        label = label or name
+        start = time.monotonic()
+        deadline = start + timeout
+        last_line, last_print = "", 0.0
+        while True:
+            elapsed = time.monotonic() - start
+            try:
+                state = self.get_json(f"deployment/{name},pods", selector, timeout=min(20, max(deadline - time.monotonic(), 1)))
+                done, line = rollout_progress(state, name)
+            except PlaybookError as error:
+                done, line = False, f"API not answering ({error})"
+            if done:
+                self.out(f"{label}: ready after {elapsed:.0f}s")
+                return
+            now = time.monotonic()
+            if line != last_line or now - last_print >= HEARTBEAT_SECONDS:
+                self.out(f"{label}: {line} [{elapsed:.0f}s/{timeout:.0f}s]")
+                last_line, last_print = line, now
+            if now >= deadline:
+                self.out(f"{label}: not ready within {timeout:.0f}s; evidence follows")
+                self.print_evidence(selector)
+                raise PlaybookError(
+                    f"{label} was not ready within {timeout:.0f}s (see the evidence above); "
+                    "fix the cause or raise the timeout"
+                )
+            time.sleep(min(POLL_SECONDS, max(deadline - now, 0.1)))
+
+    def print_evidence(self, selector: str) -> None:
+        """Pods, events and logs of what carries the labels: what anyone would look at first."""
+        sections = [
+            ("pods", ("get", "pods", "-l", selector, "-o", "wide")),
+            ("pod details", ("describe", "pods", "-l", selector)),
+            ("events", ("get", "events", "--sort-by=.lastTimestamp")),
+            ("logs", ("logs", "-l", selector, "--all-containers", "--prefix", "--tail=40")),
+        ]
+        for title, args in sections:
+            try:
+                result = self.run(*args, timeout=20, check=False)
+                text = (result.stdout or result.stderr).rstrip()
+            except PlaybookError as error:
+                text = str(error)
+            lines = text.splitlines()[-60:]
+            self.out(f"--- {title}: kubectl {' '.join(args)}")
+            self.out("\n".join(lines) if lines else "(nothing)")
+
+    # ------------------------------------------------------------ port-forward
+
+    @contextmanager
+    def port_forward(self, service: str, port: int, timeout: float = 20) -> Iterator[int]:
+        """Forward a free local port on 127.0.0.1 to a service; yields the local port."""
+        command = self._command()
+        lines: queue.Queue[str] = queue.Queue()
+        process = command(
+            *self.target.kubectl_flags(),
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            f"service/{service}",
+            f":{port}",
+            _env=self._env(),
+            _bg=True,
+            _bg_exc=False,
+            _new_session=True,
+            _tty_out=False,
+            _out=lines.put,
+            _err=lines.put,
+            _ok_code=list(range(256)),
+        )
+        try:
+            local = _await_forwarding(lines, process, timeout)
+            yield local
+        finally:
+            if process.is_alive():
+                process.terminate()
+            process.wait()
+
+
+def _await_forwarding(lines: queue.Queue, process, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if not process.is_alive():
+                break
+            continue
+        seen.append(line.strip())
+        match = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
+        if match:
+            return int(match.group(1))
+    reason = seen[-1] if seen else f"no answer within {timeout:.0f}s"
+    raise PlaybookError(f"port-forward failed: {reason}")
+
+
+def rollout_progress(state: dict, name: str) -> tuple[bool, str]:
+    """Whether a Deployment's rollout is complete (as `kubectl rollout status` decides), and a status line."""
+    items = state.get("items", [state]) if state.get("kind") == "List" else [state]
+    deployment = next((i for i in items if i.get("kind") == "Deployment"), None)
+    pods = [i for i in items if i.get("kind") == "Pod"]
+    if deployment is None:
+        return False, f"deployment {name} not found"
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    want = spec.get("replicas", 1)
+    updated = status.get("updatedReplicas", 0)
+    available = status.get("availableReplicas", 0)
+    total = status.get("replicas", 0)
+    done = (
+        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        and updated == want
+        and total == want
+        and available == want
+    )
+    pod_states = ", ".join(_pod_state(p) for p in pods[:4])
+    line = f"{available}/{want} available, {updated} updated"
+    return done, f"{line}; {pod_states}" if pod_states else line
+
+
+def _pod_state(pod: dict) -> str:
+    name = pod["metadata"]["name"]
+    status = pod.get("status", {})
+    phase = status.get("phase", "Unknown")
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return f"{name} {phase} ({waiting.get('reason', 'waiting')})"
+        if not container.get("ready"):
+            return f"{name} {phase} (not ready)"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"{name} unschedulable ({condition.get('reason', '')})"
+    return f"{name} {phase}"

@@ -1,0 +1,1 @@
+"""One module per service: its plan, its tasks and its smoke check."""

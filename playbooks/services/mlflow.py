@@ -1,0 +1,222 @@
+"""MLflow tracking server: SQLite on a volume, artifacts proxied to the workspace bucket."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+
+from invoke import Collection
+
+from playbooks.deploy import (
+    Plan,
+    apply_plans,
+    check_access,
+    config_hash,
+    deployed_instances,
+    kubectl_for,
+    resolve_target,
+    tear_down,
+)
+from playbooks.endpoint import in_cluster_host, service_endpoint
+from playbooks.errors import PlaybookError, task
+from playbooks.kube import Kubectl
+from playbooks.mlflow_check import round_trip
+from playbooks.render import managed_selector, render
+from playbooks.report import Report
+from playbooks.s3 import S3Settings, choose_bucket, s3_from_env, validate_prefix
+from playbooks.target import Target, validate_namespace
+
+SERVICE = "mlflow"
+DB_PATH = "/mlflow/db/mlflow.db"
+
+TARGET_HELP = {
+    "namespace": "Namespace to act in (default: SESSION_NAMESPACE, then the kubeconfig context's).",
+    "mode": "namespace or vcluster; overrides detection.",
+}
+
+
+def allowed_hosts(name: str, namespace: str, cluster_domain: str, extra: list[str]) -> str:
+    """The Host headers the server accepts: its in-cluster names and localhost, each with any port."""
+    names = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.{cluster_domain}"]
+    names += ["localhost", "127.0.0.1", *extra]
+    if "*" in names:
+        raise PlaybookError("'*' is not an allowed host: list the host names clients use instead")
+    return ",".join(h for n in names for h in (n, f"{n}:*"))
+
+
+def server_args(port: int, bucket: str, prefix: str, hosts: str) -> list[str]:
+    destination = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+    return [
+        "--host", "0.0.0.0",
+        "--port", str(port),
+        # SQLite: one worker, or each one runs migrations and the database locks.
+        "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{DB_PATH}",
+        "--serve-artifacts",
+        "--artifacts-destination", destination,
+        "--allowed-hosts", hosts,
+    ]  # fmt: skip
+
+
+def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: str, prefix: str, name: str) -> Plan:
+    cfg = c.config.mlflow
+    port = int(cfg.port)
+    hosts = allowed_hosts(name, target.namespace, c.config.target.cluster_domain, list(cfg.extra_allowed_hosts))
+    credentials = {k: base64.b64encode(v.encode()).decode() for k, v in s3.credentials().items()}
+    params = {
+        "image": cfg.image,
+        "port": port,
+        "args": server_args(port, bucket, prefix, hosts),
+        "s3_credentials": credentials,
+        "s3_env": s3.public_env(),
+        "storage_size": cfg.storage_size,
+        "storage_class": cfg.storage_class,
+        "resources": cfg.resources,
+        "pod_security_context": c.config.security.pod,
+        "container_security_context": c.config.security.container,
+        "config_hash": config_hash(cfg.image, bucket, prefix, hosts, s3.public_env(), credentials),
+    }
+    notes = [f"artifacts go to s3://{bucket}/{prefix} (bucket from {bucket_origin})"]
+    if s3.endpoint_url:
+        notes.append(f"S3 endpoint {s3.endpoint_url}")
+    return Plan(
+        service=SERVICE,
+        instance=name,
+        docs=render(SERVICE, name, target.namespace, params),
+        deployments=[name],
+        timeout=float(cfg.rollout_timeout),
+        notes=notes,
+    )
+
+
+def _instance(c, name: str | None) -> str:
+    name = name or c.config.mlflow.name
+    try:
+        return validate_namespace(name)
+    except PlaybookError:
+        raise PlaybookError(f"invalid service name {name!r}: use a DNS label such as 'mlflow'") from None
+
+
+def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None) -> tuple[Target, Plan]:
+    """Validate every input, detect the target, check access: all before any write."""
+    cfg = c.config.mlflow
+    instance = _instance(c, name)
+    if namespace:
+        validate_namespace(namespace)
+    chosen, origin = choose_bucket(bucket, cfg.bucket, os.environ)
+    chosen_prefix = validate_prefix(prefix if prefix is not None else cfg.prefix)
+    s3 = s3_from_env(os.environ)
+    target = resolve_target(c, namespace, mode)
+    plan = build_plan(c, target, s3, chosen, origin, chosen_prefix, instance)
+    check_access(target, plan.docs)
+    return target, plan
+
+
+@task(
+    help={
+        "bucket": "Bucket for artifacts (default: WORKSHOP_NAMESPACE, the Datalab's bucket).",
+        "prefix": "Key prefix inside the bucket (default: mlflow).",
+        "name": "Name of the service and its objects (default: mlflow).",
+        "dry-run": "Print the manifests (Secrets redacted) and commands; change nothing.",
+        **TARGET_HELP,
+    }
+)
+def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_run=False):
+    """Deploy an MLflow tracking server with artifacts in your bucket, and wait until it is ready."""
+    target, plan = plan_up(c, bucket, prefix, name, namespace, mode)
+    apply_plans(kubectl_for(c, target, dry_run), [plan])
+    if not dry_run:
+        print_access(c, target, plan.instance)
+
+
+@task(
+    help={
+        "name": "Name of the service (default: mlflow).",
+        "purge": "Also delete the volume that holds the experiment database.",
+        "dry-run": "Print what would be deleted; change nothing.",
+        **TARGET_HELP,
+    }
+)
+def down(c, name=None, purge=False, namespace=None, mode=None, dry_run=False):
+    """Remove the MLflow server (found by its labels); keeps the database volume unless --purge."""
+    instance = _instance(c, name)
+    target = resolve_target(c, namespace, mode)
+    tear_down(kubectl_for(c, target, dry_run), SERVICE, instance, purge)
+
+
+def print_access(c, target: Target, name: str) -> None:
+    port = int(c.config.mlflow.port)
+    host = in_cluster_host(name, target.namespace)
+    flags = shlex.join(target.kubectl_flags())
+    print(f"{name}: in-cluster URL   http://{host}:{port}")
+    print(f"{name}: port-forward     kubectl {flags} port-forward service/{name} {port}:{port}")
+    print(f"{name}: then             export MLFLOW_TRACKING_URI=http://localhost:{port}")
+
+
+@task(help={"name": "Name of the service (default: mlflow).", **TARGET_HELP})
+def status(c, name=None, namespace=None, mode=None):
+    """Show whether MLflow is ready and how to reach it."""
+    instance = _instance(c, name) if name else None
+    target = resolve_target(c, namespace, mode)
+    kubectl = kubectl_for(c, target)
+    instances = [instance] if instance else deployed_instances(kubectl, SERVICE)
+    if not instances:
+        print(f"mlflow: not deployed in namespace {target.namespace}")
+        return
+    for inst in instances:
+        state = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst))
+        items = state.get("items", [])
+        if not items:
+            print(f"{inst}: not deployed in namespace {target.namespace}")
+            continue
+        ready = items[0].get("status", {}).get("readyReplicas", 0)
+        want = items[0].get("spec", {}).get("replicas", 1)
+        print(f"{inst}: {'ready' if ready >= want else 'NOT ready'} ({ready}/{want} replicas)")
+        print_access(c, target, inst)
+
+
+def artifact_destination(deployment: dict) -> tuple[str | None, str]:
+    """The bucket and prefix a deployed server writes to, read from its arguments."""
+    args = deployment["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    if "--artifacts-destination" in args:
+        value = args[args.index("--artifacts-destination") + 1]
+        if value.startswith("s3://"):
+            bucket, _, prefix = value[5:].partition("/")
+            return bucket, prefix
+    return None, ""
+
+
+def smoke_reports(c, target: Target, kubectl: Kubectl, name: str | None = None) -> list[Report]:
+    """Round-trip every deployed MLflow instance (or the one named)."""
+    instances = [name] if name else deployed_instances(kubectl, SERVICE)
+    reports = []
+    s3 = s3_from_env(os.environ, required=False)
+    for inst in instances:
+        state = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst))
+        if not state.get("items"):
+            raise PlaybookError(f"mlflow {inst!r} is not deployed in namespace {target.namespace}: run `invoke mlflow.up`")
+        bucket, prefix = artifact_destination(state["items"][0])
+        with service_endpoint(kubectl, inst, int(c.config.mlflow.port)) as endpoint:
+            print(f"{inst}: checking {endpoint.url()} via {endpoint.how}", flush=True)
+            report = round_trip(endpoint.url(), s3=s3, bucket=bucket, prefix=prefix, service=inst)
+        print(report.render(), flush=True)
+        reports.append(report)
+    return reports
+
+
+@task(help={"name": "Name of the service (default: every deployed instance).", **TARGET_HELP})
+def smoke(c, name=None, namespace=None, mode=None):
+    """Prove MLflow works: log a param, metric and artifact, read them back, find the object in S3."""
+    instance = _instance(c, name) if name else None
+    target = resolve_target(c, namespace, mode)
+    kubectl = kubectl_for(c, target)
+    reports = smoke_reports(c, target, kubectl, instance)
+    if not reports:
+        raise PlaybookError(f"mlflow is not deployed in namespace {target.namespace}: run `invoke mlflow.up`")
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        raise PlaybookError(f"smoke check failed: {failed[0].failure}")
+
+
+ns = Collection(SERVICE, up, down, status, smoke)

@@ -1,0 +1,434 @@
+"""Where am I: which cluster, which namespace, which mode, and what the credentials may do.
+
+Offline steps (kubeconfig, environment) are plain functions over their inputs, so they
+can be tested on realistic files; the API is asked at most three questions:
+a SelfSubjectAccessReview for creating CRDs, a SelfSubjectRulesReview in the namespace,
+and a one-item list of vCluster fake nodes (Forbidden there is evidence, not an error).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from playbooks.errors import PlaybookError
+
+MODES = ("namespace", "vcluster")
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+FAKE_NODE_LABEL = "vcluster.loft.sh/fake-node"
+VCLUSTER_CONTEXT = "my-vcluster"
+VCLUSTER_KUBECONFIG = "/opt/kubeconfig/config"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# What the playbooks need in the namespace: (verb, resource, API group).
+NAMESPACED_NEEDS = (
+    ("create", "deployments", "apps"),
+    ("patch", "deployments", "apps"),
+    ("delete", "deployments", "apps"),
+    ("create", "services", ""),
+    ("create", "secrets", ""),
+    ("create", "configmaps", ""),
+    ("create", "persistentvolumeclaims", ""),
+    ("create", "jobs", "batch"),
+    ("list", "pods", ""),
+    ("get", "pods/log", ""),
+    ("create", "pods/portforward", ""),
+)
+
+
+@dataclass(frozen=True)
+class KubeSource:
+    """Where the credentials come from, read without touching the API."""
+
+    kubeconfig: str | None  # None: in-cluster service account
+    context: str | None
+    server: str
+    context_namespace: str | None
+    in_cluster_namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    verb: str
+    resource: str
+    group: str
+    namespace: str | None
+    allowed: bool
+
+    def describe(self) -> str:
+        what = f"{self.resource}.{self.group}" if self.group else self.resource
+        where = f" in {self.namespace}" if self.namespace else " (cluster-wide)"
+        return f"{'yes' if self.allowed else 'no ':3} {self.verb} {what}{where}"
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The API's answers that decide the mode."""
+
+    can_create_crds: bool
+    rules: tuple[dict, ...] = ()
+    fake_nodes: bool | None = None  # None: listing nodes is forbidden
+    rules_incomplete: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    mode: str
+    namespace: str
+    namespace_source: str
+    source: KubeSource
+    evidence: tuple[str, ...] = ()
+    checks: tuple[AccessCheck, ...] = field(default=(), compare=False)
+
+    @property
+    def context(self) -> str | None:
+        return self.source.context
+
+    @property
+    def server(self) -> str:
+        return self.source.server
+
+    def kubectl_flags(self) -> list[str]:
+        """Flags that pin kubectl to this target, whatever the caller's environment."""
+        flags = []
+        if self.source.kubeconfig:
+            flags += ["--kubeconfig", self.source.kubeconfig]
+        if self.source.context:
+            flags += ["--context", self.source.context]
+        return [*flags, "--namespace", self.namespace]
+
+    def may(self, verb: str, resource: str, group: str = "") -> bool | None:
+        for check in self.checks:
+            if (check.verb, check.resource, check.group) == (verb, resource, group):
+                return check.allowed
+        return None
+
+    def summary(self) -> str:
+        return f"{self.mode} mode, namespace {self.namespace}, API {self.server}"
+
+
+# ---------------------------------------------------------------- offline steps
+
+
+def validate_namespace(name: str) -> str:
+    if len(name) > 63 or not DNS_LABEL.match(name):
+        raise PlaybookError(
+            f"invalid namespace {name!r}: use at most 63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _kubeconfig_files(value: str) -> list[Path]:
+    return [Path(p).expanduser() for p in value.split(os.pathsep) if p]
+
+
+def _merged_kubeconfig(files: list[Path]) -> dict:
+    """Merge kubeconfig files as kubectl does: the first file to set a value wins."""
+    merged: dict = {"current-context": None, "contexts": {}, "clusters": {}}
+    for path in files:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            continue
+        except (OSError, yaml.YAMLError) as error:
+            raise PlaybookError(f"cannot read kubeconfig {path}: {error}; fix or replace the file") from None
+        if not isinstance(data, dict):
+            raise PlaybookError(f"kubeconfig {path} is not a kubeconfig mapping; fix or replace the file")
+        merged["current-context"] = merged["current-context"] or data.get("current-context")
+        for key in ("contexts", "clusters"):
+            for item in data.get(key) or []:
+                if isinstance(item, dict) and item.get("name"):
+                    merged[key].setdefault(item["name"], item.get(key[:-1]) or {})
+    return merged
+
+
+def locate_kubeconfig(
+    env: Mapping[str, str],
+    explicit: str | None = None,
+    context: str | None = None,
+    home: Path | None = None,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+) -> KubeSource:
+    """KUBECONFIG, then ~/.kube/config, then the in-cluster service account."""
+    home = home or Path.home()
+    candidates = [
+        ("--kubeconfig", explicit),
+        ("KUBECONFIG", env.get("KUBECONFIG")),
+        ("~/.kube/config", str(home / ".kube" / "config")),
+    ]
+    for origin, value in candidates:
+        if not value:
+            continue
+        files = _kubeconfig_files(value)
+        if not any(f.is_file() for f in files):
+            if origin == "~/.kube/config":
+                continue
+            raise PlaybookError(f"{origin} points to {value}, which does not exist; fix the path or unset it")
+        config = _merged_kubeconfig(files)
+        name = context or config["current-context"]
+        if not name:
+            raise PlaybookError(f"kubeconfig {value} has no current context; pass --context NAME")
+        if name not in config["contexts"]:
+            known = ", ".join(sorted(config["contexts"])) or "none"
+            raise PlaybookError(f"context {name!r} is not in kubeconfig {value} (known: {known}); pass --context NAME")
+        ctx = config["contexts"][name]
+        cluster = config["clusters"].get(ctx.get("cluster"), {})
+        return KubeSource(
+            kubeconfig=value,
+            context=name,
+            server=cluster.get("server") or "(no server in kubeconfig)",
+            context_namespace=ctx.get("namespace"),
+        )
+    token = service_account_dir / "token"
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+    if host and token.is_file():
+        ns_file = service_account_dir / "namespace"
+        host = f"[{host}]" if ":" in host else host
+        return KubeSource(
+            kubeconfig=None,
+            context=None,
+            server=f"https://{host}:{port}",
+            context_namespace=None,
+            in_cluster_namespace=ns_file.read_text().strip() if ns_file.is_file() else None,
+        )
+    raise PlaybookError(
+        "no Kubernetes configuration found (no KUBECONFIG, no ~/.kube/config, no service account): "
+        "point KUBECONFIG at a kubeconfig or enable Kubernetes access for the session"
+    )
+
+
+def choose_namespace(flag: str | None, env: Mapping[str, str], source: KubeSource) -> tuple[str, str]:
+    """--namespace, then SESSION_NAMESPACE, then the context's, then in-cluster, then default."""
+    for value, origin in (
+        (flag, "--namespace"),
+        (env.get("SESSION_NAMESPACE"), "SESSION_NAMESPACE"),
+        (source.context_namespace, f"context {source.context}"),
+        (source.in_cluster_namespace, "service account"),
+    ):
+        if value:
+            return validate_namespace(value), origin
+    return "default", "default"
+
+
+def decide_mode(
+    probes: Probes, source: KubeSource, env: Mapping[str, str], override: str | None = None
+) -> tuple[str, list[str]]:
+    """The mode and the evidence for it, most decisive signal first."""
+    evidence = []
+    if probes.can_create_crds:
+        evidence.append("may create CustomResourceDefinitions (cluster-scoped writes allowed)")
+    else:
+        evidence.append("may not create CustomResourceDefinitions (no cluster-scoped writes)")
+    vcluster_shape = []
+    if env.get("KUBECONFIG") == VCLUSTER_KUBECONFIG:
+        vcluster_shape.append(f"KUBECONFIG={VCLUSTER_KUBECONFIG}")
+    if source.context == VCLUSTER_CONTEXT:
+        vcluster_shape.append(f"context {VCLUSTER_CONTEXT}")
+    host = urlparse(source.server).hostname or ""
+    # <name>-vc.svc.<domain>, or <name>-vc.<namespace>.svc.<domain>
+    if re.search(r"-vc(\.[a-z0-9-]+)?\.svc(\.|$)", host):
+        vcluster_shape.append(f"API server host {host} is a vCluster service (-vc...svc)")
+    if vcluster_shape:
+        evidence.append("vCluster kubeconfig shape: " + ", ".join(vcluster_shape))
+    if probes.fake_nodes is None:
+        evidence.append("listing nodes is forbidden (namespace-scoped credentials)")
+    elif probes.fake_nodes:
+        evidence.append(f"nodes carry {FAKE_NODE_LABEL}=true (virtual nodes)")
+    else:
+        evidence.append(f"no node carries {FAKE_NODE_LABEL}=true")
+
+    detected = "vcluster" if probes.can_create_crds else "namespace"
+    if probes.can_create_crds and not vcluster_shape and not probes.fake_nodes:
+        evidence.append("cluster-admin rights without vCluster signals: cluster-scoped installs allowed, treated as vcluster mode")
+    if override:
+        if override not in MODES:
+            raise PlaybookError(f"unknown mode {override!r}: use --mode namespace or --mode vcluster")
+        if override == "vcluster" and not probes.can_create_crds:
+            raise PlaybookError(
+                "--mode vcluster needs rights to create CRDs, which these credentials lack: "
+                "use the vCluster kubeconfig or --mode namespace"
+            )
+        if override != detected:
+            evidence.insert(0, f"--mode {override} overrides the detected {detected} mode")
+        return override, evidence
+    return detected, evidence
+
+
+def rule_allows(rules: tuple[dict, ...], verb: str, resource: str, group: str) -> bool:
+    """Evaluate SelfSubjectRulesReview resource rules, as RBAC does."""
+
+    def covers(values, wanted):
+        return "*" in (values or []) or wanted in (values or [])
+
+    return any(
+        covers(rule.get("verbs"), verb)
+        and covers(rule.get("apiGroups"), group)
+        and covers(rule.get("resources"), resource)
+        for rule in rules
+    )
+
+
+def access_checks(probes: Probes, namespace: str) -> tuple[AccessCheck, ...]:
+    checks = [AccessCheck("create", "customresourcedefinitions", "apiextensions.k8s.io", None, probes.can_create_crds)]
+    checks += [
+        AccessCheck(verb, resource, group, namespace, rule_allows(probes.rules, verb, resource, group))
+        for verb, resource, group in NAMESPACED_NEEDS
+    ]
+    return tuple(checks)
+
+
+# ---------------------------------------------------------------- the API
+
+def api_client(source: KubeSource, timeout: float):
+    """A kubernetes ApiClient for the source; the heavy import happens here, not at start-up."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    try:
+        if source.kubeconfig is None:
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(
+                config_file=source.kubeconfig, context=source.context, client_configuration=configuration
+            )
+    except (ConfigException, OSError, ValueError) as error:
+        raise PlaybookError(f"cannot use kubeconfig {source.kubeconfig}: {error}; fix it or pass --context") from None
+    configuration.retries = 0
+    return client.ApiClient(configuration)
+
+
+def api_error(error: Exception, source: KubeSource, doing: str) -> PlaybookError:
+    """Turn a client exception into one line that names the fix."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(error, ApiException):
+        if error.status == 401:
+            return PlaybookError(
+                f"the API server {source.server} rejected the credentials while {doing} (401 Unauthorized): "
+                "the token is missing or expired; refresh the kubeconfig"
+            )
+        if error.status == 403:
+            return PlaybookError(
+                f"forbidden while {doing} on {source.server} (403): ask for the missing permission or use other credentials"
+            )
+        return PlaybookError(f"the API server {source.server} answered {error.status} {error.reason} while {doing}")
+    reason = str(getattr(error, "reason", None) or error).splitlines()[0]
+    return PlaybookError(
+        f"cannot reach the Kubernetes API at {source.server} ({reason}): check KUBECONFIG and the context, "
+        "or that the cluster is running"
+    )
+
+
+def probe(source: KubeSource, namespace: str, timeout: float) -> Probes:
+    """Ask the API the three questions that decide the mode. Exactly three round trips."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = api_client(source, timeout)
+    auth = client.AuthorizationV1Api(api)
+    try:
+        review = auth.create_self_subject_access_review(
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "verb": "create",
+                        "group": "apiextensions.k8s.io",
+                        "resource": "customresourcedefinitions",
+                    }
+                },
+            },
+            _request_timeout=timeout,
+        )
+        rules = auth.create_self_subject_rules_review(
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}},
+            _request_timeout=timeout,
+        )
+    except Exception as error:
+        raise api_error(error, source, "checking access") from None
+    try:
+        nodes = client.CoreV1Api(api).list_node(
+            label_selector=f"{FAKE_NODE_LABEL}=true", limit=1, _request_timeout=timeout
+        )
+        fake_nodes: bool | None = bool(nodes.items)
+    except ApiException as error:
+        if error.status != 403:
+            raise api_error(error, source, "listing nodes") from None
+        fake_nodes = None
+    except Exception as error:
+        raise api_error(error, source, "listing nodes") from None
+    finally:
+        api.close()
+    status = rules.status
+    return Probes(
+        can_create_crds=bool(review.status.allowed),
+        rules=tuple(api.sanitize_for_serialization(r) for r in (status.resource_rules or [])),
+        fake_nodes=fake_nodes,
+        rules_incomplete=bool(status.incomplete),
+    )
+
+
+# ---------------------------------------------------------------- one detection per chain
+
+_detected: dict[tuple, Target] = {}
+_last: list[Target] = []
+
+
+def detect(
+    namespace: str | None = None,
+    mode: str | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    timeout: float = 10,
+    env: Mapping[str, str] | None = None,
+) -> Target:
+    """Detect the target once per process (one `invoke a b c` chain) for the same inputs."""
+    env = os.environ if env is None else env
+    if mode is not None and mode not in MODES:
+        raise PlaybookError(f"unknown mode {mode!r}: use --mode namespace or --mode vcluster")
+    key = (namespace, mode, kubeconfig, context, env.get("KUBECONFIG"), env.get("SESSION_NAMESPACE"))
+    if key in _detected:
+        return _detected[key]
+    source = locate_kubeconfig(env, explicit=kubeconfig, context=context)
+    chosen, origin = choose_namespace(namespace, env, source)
+    probes = probe(source, chosen, timeout)
+    decided, evidence = decide_mode(probes, source, env, mode)
+    target = Target(
+        mode=decided,
+        namespace=chosen,
+        namespace_source=origin,
+        source=source,
+        evidence=tuple(evidence),
+        checks=access_checks(probes, chosen),
+    )
+    _detected[key] = target
+    _last[:] = [target]
+    return target
+
+
+def chain_target() -> Target | None:
+    """The target an earlier task of this chain acted on, if any."""
+    return _last[0] if _last else None
+
+
+def target_from_config(c, namespace: str | None = None, mode: str | None = None) -> Target:
+    """The target for a task: its flags, then the chain's target, then config and detection."""
+    if namespace is None and mode is None and (earlier := chain_target()) is not None:
+        return earlier
+    cfg = c.config.target
+    return detect(
+        namespace=namespace or cfg.namespace,
+        mode=mode or cfg.mode,
+        kubeconfig=cfg.kubeconfig,
+        context=cfg.context,
+        timeout=cfg.api_timeout,
+    )

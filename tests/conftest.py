@@ -1,0 +1,120 @@
+"""Real servers for the tests: an S3-protocol server (moto) and MLflow tracking servers, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
+
+BIN = Path(sys.executable).parent
+ACCESS_KEY = "AKIAPLAYBOOKSTEST01"
+SECRET_KEY = "s3cr3t-Pl4ybooks-t3st-v4lue-9f8e7d6c5b4a"
+BUCKET = "ws-frank"
+
+# No client may talk to an outside host from a test.
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry(monkeypatch):
+    for key, value in QUIET_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-protocol server (moto's server mode) with the workspace bucket."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    env = {**os.environ, **QUIET_ENV}
+    process = start([tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], env, log)
+    server = S3Server(f"http://127.0.0.1:{port}", BUCKET)
+    try:
+        wait_until(lambda: http_ok(f"{server.endpoint}/moto-api/"), 30, "moto_server", process, log)
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        stop_group(process.pid)
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    bucket: str
+    prefix: str
+    log: Path
+
+
+def start_mlflow(tmp: Path, s3: S3Server, prefix: str, allowed_hosts: str | None = None) -> tuple:
+    port = free_port()
+    log = tmp / "mlflow.log"
+    argv = [
+        tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+        "--serve-artifacts", "--artifacts-destination", f"s3://{s3.bucket}/{prefix}",
+    ]  # fmt: skip
+    if allowed_hosts:
+        argv += ["--allowed-hosts", allowed_hosts]
+    env = {**os.environ, **QUIET_ENV, **s3.env(), "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}
+    process = start(argv, env, log, cwd=tmp)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/health"), 90, "mlflow server", process, log)
+    except BaseException:
+        stop_group(process.pid)
+        raise
+    return process, MlflowServer(url, s3.bucket, prefix, log)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, s3_server):
+    """A real `mlflow server`: SQLite, --serve-artifacts to the moto bucket."""
+    process, server = start_mlflow(tmp_path_factory.mktemp("mlflow"), s3_server, "mlflow")
+    yield server
+    stop_group(process.pid)
+
+
+@pytest.fixture(scope="session")
+def strict_mlflow_server(tmp_path_factory, s3_server):
+    """A real server whose --allowed-hosts does not include the address the client uses."""
+    process, server = start_mlflow(
+        tmp_path_factory.mktemp("mlflow-strict"), s3_server, "strict", allowed_hosts="mlflow.example,mlflow.example:*"
+    )
+    yield server
+    stop_group(process.pid)
