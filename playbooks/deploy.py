@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 
 from playbooks.errors import PlaybookError
 from playbooks.kube import Kubectl
-from playbooks.render import kinds, load_templates, managed_selector, selector_labels, label_selector
+from playbooks.render import (
+    kinds,
+    label_selector,
+    load_templates,
+    managed_selector,
+    selector_labels,
+)
 from playbooks.target import Target, target_from_config
 
 _announced: set[Target] = set()
@@ -65,7 +71,7 @@ def check_access(target: Target, docs: list[dict], verbs: tuple[str, ...] = ("cr
     if missing:
         raise PlaybookError(
             f"the credentials may not {', '.join(missing)} in namespace {target.namespace}: "
-            "ask for an edit role there or pick another namespace"
+            "ask for an edit role there or pick another namespace (does it exist?)"
         )
 
 

@@ -25,6 +25,10 @@ HEARTBEAT_SECONDS = 15
 POLL_SECONDS = 2
 
 
+class ApiUnreachable(PlaybookError):
+    """The API server did not answer: worth retrying until a deadline."""
+
+
 @dataclass
 class Result:
     exit_code: int
@@ -91,7 +95,7 @@ class Kubectl:
                 _ok_code=list(range(256)),
             )
         except sh.TimeoutException:
-            raise PlaybookError(
+            raise ApiUnreachable(
                 f"kubectl {' '.join(args[:2])} did not finish within {timeout:.0f}s: check that the API server "
                 f"{self.target.server} is reachable"
             ) from None
@@ -102,10 +106,16 @@ class Kubectl:
 
     def failure(self, args: tuple[str, ...], result: Result) -> PlaybookError:
         message = _first_error_line(result.stderr or result.stdout)
+        missing = re.search(r'namespaces "([^"]+)" not found', message)
+        if missing:
+            return PlaybookError(
+                f"namespace {missing.group(1)} does not exist: create it (kubectl create namespace "
+                f"{missing.group(1)}) or pick another with --namespace"
+            )
         if "Forbidden" in message or "forbidden" in message:
             return PlaybookError(f"kubectl {args[0]}: {message}; ask for that permission or use another namespace")
-        if re.search(r"connection refused|no such host|i/o timeout|Unable to connect", message):
-            return PlaybookError(f"cannot reach the Kubernetes API at {self.target.server}: {message}")
+        if re.search(r"connection refused|no such host|i/o timeout|Unable to connect|EOF|TLS handshake", message):
+            return ApiUnreachable(f"cannot reach the Kubernetes API at {self.target.server}: {message}")
         return PlaybookError(f"kubectl {args[0]} failed: {message}")
 
     def show(self, *args: str, stdin_docs: list[dict] | None = None) -> None:
@@ -168,9 +178,9 @@ class Kubectl:
         while True:
             elapsed = time.monotonic() - start
             try:
-                state = self.get_json(f"deployment/{name},pods", selector, timeout=min(20, max(deadline - time.monotonic(), 1)))
+                state = self.get_json("deployments.apps,pods", selector, timeout=min(20, max(deadline - time.monotonic(), 1)))
                 done, line = rollout_progress(state, name)
-            except PlaybookError as error:
+            except ApiUnreachable as error:
                 done, line = False, f"API not answering ({error})"
             if done:
                 self.out(f"{label}: ready after {elapsed:.0f}s")
@@ -259,7 +269,7 @@ def _await_forwarding(lines: queue.Queue, process, timeout: float) -> int:
 def rollout_progress(state: dict, name: str) -> tuple[bool, str]:
     """Whether a Deployment's rollout is complete (as `kubectl rollout status` decides), and a status line."""
     items = state.get("items", [state]) if state.get("kind") == "List" else [state]
-    deployment = next((i for i in items if i.get("kind") == "Deployment"), None)
+    deployment = next((i for i in items if i.get("kind") == "Deployment" and i["metadata"]["name"] == name), None)
     pods = [i for i in items if i.get("kind") == "Pod"]
     if deployment is None:
         return False, f"deployment {name} not found"

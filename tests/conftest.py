@@ -118,3 +118,15 @@ def strict_mlflow_server(tmp_path_factory, s3_server):
     )
     yield server
     stop_group(process.pid)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("e2e", "end-to-end tests on real Kubernetes")
+    group.addoption(
+        "--provider",
+        default="auto",
+        choices=["auto", "envtest", "kind", "existing"],
+        help="where the e2e tests get Kubernetes (default: the first one available)",
+    )
+    group.addoption("--kubeconfig", default=None, help="kubeconfig of the existing provider")
+    group.addoption("--keep-cluster", action="store_true", help="keep the kind cluster after the run")

@@ -4,10 +4,10 @@ import base64
 
 import pytest
 
+from playbooks.errors import PlaybookError
 from playbooks.render import common_labels, redacted, to_yaml
 from playbooks.s3 import S3Settings
 from playbooks.services.mlflow import allowed_hosts, build_plan
-from playbooks.errors import PlaybookError
 from tests.manifests import FakeContext, config, target, validate_all
 
 S3 = S3Settings(access_key="AKIAEXAMPLEKEY", secret_key="example-secret-value", endpoint_url="http://minio:9000", region="eu-west-1")

@@ -1,0 +1,180 @@
+"""End-to-end fixtures: a real Kubernetes API per xdist worker, a fresh namespace per test,
+and the tasks run as a user would run them (the CLI in a subprocess) in each mode.
+
+Providers: envtest (real kube-apiserver + etcd from binaries) is found automatically;
+`--provider existing --kubeconfig PATH` runs against a cluster you name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUIET_ENV
+from tests.e2e.controlplane import ControlPlane, FakeKubelet, find_binaries, why_missing
+
+MODES = ["namespace", "vcluster"]
+FAKE_NODE_LABEL = {"vcluster.loft.sh/fake-node": "true"}
+CLI = str(Path(sys.executable).parent / "playbooks")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Cluster:
+    provider: str
+    admin_kubeconfig: Path
+    plane: ControlPlane | None = None
+    kubelet: FakeKubelet | None = None
+
+    @property
+    def pods_run(self) -> bool:
+        """Whether pods really run (kind, existing) or are only reported Ready (envtest)."""
+        return self.provider != "envtest"
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.admin_kubeconfig), *args],
+            input=stdin, capture_output=True, text=True, timeout=60, check=check,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def cluster(request, tmp_path_factory):
+    provider = request.config.getoption("--provider")
+    if provider in ("auto", "envtest"):
+        binaries = find_binaries()
+        if binaries is None:
+            pytest.skip(why_missing() + "; or run with --provider existing --kubeconfig PATH")
+        plane = ControlPlane(tmp_path_factory.mktemp("envtest"), binaries).start()
+        kubelet = FakeKubelet(plane, labels=FAKE_NODE_LABEL).start()
+        yield Cluster("envtest", plane.admin_kubeconfig, plane, kubelet)
+        kubelet.stop()
+        plane.stop()
+    elif provider == "existing":
+        kubeconfig = request.config.getoption("--kubeconfig")
+        if not kubeconfig:
+            pytest.skip("existing provider: pass --kubeconfig PATH")
+        yield Cluster("existing", Path(kubeconfig))
+    else:
+        pytest.skip(f"provider {provider}: not available here (no Docker engine for kind)")
+
+
+@dataclass
+class Session:
+    """One simulated Datalab session: credentials of its mode, a namespace, an environment."""
+
+    mode: str
+    namespace: str
+    kubeconfig: Path
+    env: dict[str, str]
+    cluster: Cluster
+    tmp: Path
+    outputs: list[str] = field(default_factory=list)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [CLI, *args], cwd=self.tmp, env={**self.env, **(env or {})},
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        self.outputs.append(f"$ playbooks {' '.join(args)}\n{result.stdout}{result.stderr}")
+        return result
+
+    def labelled(self, selector: str = "app.kubernetes.io/managed-by=datalab-playbooks") -> list[str]:
+        kinds = "deployments,services,secrets,configmaps,persistentvolumeclaims,jobs"
+        out = self.cluster.kubectl("get", kinds, "-n", self.namespace, "-l", selector, "-o", "name")
+        return sorted(out.stdout.split())
+
+    def objects(self) -> dict[str, dict]:
+        out = self.cluster.kubectl(
+            "get", "deployments,services,secrets,configmaps,persistentvolumeclaims", "-n", self.namespace,
+            "-l", "app.kubernetes.io/managed-by=datalab-playbooks", "-o", "json", "--show-managed-fields",
+        )  # fmt: skip
+        return {f"{i['kind']}/{i['metadata']['name']}": i for i in json.loads(out.stdout)["items"]}
+
+
+NAMESPACE_RBAC = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: session, namespace: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: session-edit, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}
+subjects: [{{kind: ServiceAccount, name: session, namespace: {ns}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {ns}-namespace-reader}}
+rules: [{{apiGroups: [""], resources: [namespaces], verbs: [get, list, watch]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {ns}-namespace-reader}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-namespace-reader}}
+subjects: [{{kind: ServiceAccount, name: session, namespace: {ns}}}]
+"""
+
+
+def _session_credentials(cluster: Cluster, namespace: str, mode: str, tmp: Path) -> Path:
+    if mode == "vcluster":
+        return cluster.admin_kubeconfig
+    cluster.kubectl("apply", "-f", "-", stdin=NAMESPACE_RBAC.format(ns=namespace))
+    token = cluster.kubectl("create", "token", "session", "-n", namespace, "--duration=2h").stdout.strip()
+    if cluster.plane is not None:
+        return cluster.plane.write_kubeconfig(f"session-{namespace}", token, namespace=namespace, context="session")
+    raise NotImplementedError("namespace mode on an existing cluster needs its server and CA")
+
+
+@pytest.fixture(params=MODES)
+def session(request, cluster, tmp_path, s3_server):
+    """A fresh namespace per test, with credentials as a Datalab session of that mode has them."""
+    mode = request.param
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    namespace = f"pb-{worker}-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    kubeconfig = _session_credentials(cluster, namespace, mode, tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "KUBECONFIG": str(kubeconfig),
+        "WORKSHOP_NAMESPACE": s3_server.bucket,
+        **s3_server.env(),
+        **QUIET_ENV,
+        "PYTHONPATH": str(ROOT),
+    }
+    if mode == "namespace":
+        env["SESSION_NAMESPACE"] = namespace
+    else:
+        # The vCluster context sets no namespace: the tasks get it from the flag in tests.
+        env["INVOKE_TARGET_NAMESPACE"] = namespace
+    session = Session(mode, namespace, kubeconfig, env, cluster, tmp_path)
+    yield session
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print("\n".join(session.outputs))
+        print(cluster.kubectl("get", "all,events", "-n", namespace, check=False).stdout)
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    if mode == "namespace":
+        cluster.kubectl("delete", "clusterrole,clusterrolebinding", f"{namespace}-namespace-reader", check=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
