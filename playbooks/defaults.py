@@ -1,6 +1,10 @@
 """Collection defaults. Users override them in invoke.yaml, INVOKE_* variables or flags."""
 
 MLFLOW_VERSION = "3.17.2"
+# Dask Gateway: chart version, images and the smoke client (pyproject.toml) share one release.
+GATEWAY_VERSION = "2026.3.0"
+# The smoke client pins dask[distributed] to the same release (pyproject.toml).
+DASK_VERSION = "2026.8.0"
 
 DEFAULTS: dict = {
     "target": {
@@ -11,6 +15,15 @@ DEFAULTS: dict = {
         "context": None,
         "api_timeout": 10,
         "cluster_domain": "cluster.local",
+    },
+    # Local mode: services as processes on this machine.
+    "local": {
+        "state_dir": ".playbooks/local",
+        "start_timeout": 120,
+        "stop_grace": 10,
+    },
+    "storage": {
+        "bucket": "datalab",
     },
     # Pod Security Standard "restricted" for every pod the playbooks create.
     "security": {
@@ -47,5 +60,55 @@ DEFAULTS: dict = {
         "extra_allowed_hosts": [],
         "rollout_timeout": 300,
         "smoke_timeout": 120,
+    },
+    "dask": {
+        "name": "dask",
+        "image": f"ghcr.io/dask/dask:{DASK_VERSION}-py3.11",
+        # Kept from the running deployment when `dask.up` is run without --workers.
+        "workers": 2,
+        # With the MLflow defaults: 1.7 CPU and 1920Mi of limits, inside the `medium`
+        # quota (2 CPU, 2Gi); the in-cluster smoke Job fits in the 300m/128Mi left.
+        "scheduler_resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "200m", "memory": "256Mi"},
+        },
+        "worker_resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "500m", "memory": "448Mi"},
+        },
+        "worker_scratch_size": "1Gi",
+        "smoke_resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "250m", "memory": "128Mi"},
+        },
+        "rollout_timeout": 300,
+        "smoke_timeout": 120,
+        # The whole in-cluster smoke Job, image pull included.
+        "smoke_job_timeout": 300,
+    },
+    "gateway": {
+        "release": "dask-gateway",
+        # dask/dask-gateway from the repository below, a local chart directory, or oci://...
+        "chart": "dask/dask-gateway",
+        "chart_version": GATEWAY_VERSION,
+        "repo_name": "dask",
+        "repo_url": "https://helm.dask.org",
+        "server_image": f"ghcr.io/dask/dask-gateway-server:{GATEWAY_VERSION}",
+        "backend_image": f"ghcr.io/dask/dask-gateway:{GATEWAY_VERSION}",
+        "traefik_image": "docker.io/traefik:3.3.5",
+        # Pods of the release (chart keys gateway/controller/traefik.resources).
+        "resources": {
+            "gateway": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+            "controller": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}},
+            "traefik": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}},
+        },
+        # Each Dask cluster's pods (chart keys gateway.backend.scheduler/worker); the worker's
+        # --memory-limit is its memory limit, so the nanny and the OOM killer agree.
+        "scheduler": {"cores": {"request": 0.1, "limit": 1}, "memory": {"request": "512M", "limit": "1G"}},
+        "worker": {"cores": {"request": 0.25, "limit": 1}, "memory": {"request": "1G", "limit": "1G"}, "threads": 1},
+        # helm --wait --timeout for up; deletions for down.
+        "timeout": 600,
+        # The whole smoke check: cluster start, image pulls for 2 workers, compute, shutdown.
+        "smoke_timeout": 300,
     },
 }

@@ -46,7 +46,8 @@ def resolve_target(c, namespace: str | None = None, mode: str | None = None) -> 
     target = target_from_config(c, namespace=namespace, mode=mode)
     if target not in _announced:
         _announced.add(target)
-        print(f"target: {target.summary()} (namespace from {target.namespace_source})", flush=True)
+        where = f"evidence: {target.evidence[0]}" if target.local else f"namespace from {target.namespace_source}"
+        print(f"target: {target.summary()} ({where})", flush=True)
     return target
 
 

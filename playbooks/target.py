@@ -19,7 +19,8 @@ import yaml
 
 from playbooks.errors import PlaybookError
 
-MODES = ("namespace", "vcluster")
+MODES = ("namespace", "vcluster", "local")
+CLUSTER_MODES = ("namespace", "vcluster")
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 FAKE_NODE_LABEL = "vcluster.loft.sh/fake-node"
 VCLUSTER_CONTEXT = "my-vcluster"
@@ -109,8 +110,18 @@ class Target:
                 return check.allowed
         return None
 
+    @property
+    def local(self) -> bool:
+        return self.mode == "local"
+
     def summary(self) -> str:
+        if self.local:
+            return "local mode: services run as processes on this machine"
         return f"{self.mode} mode, namespace {self.namespace}, API {self.server}"
+
+
+class NoKubernetes(PlaybookError):
+    """No kubeconfig and no service account: local mode is the fallback."""
 
 
 # ---------------------------------------------------------------- offline steps
@@ -198,9 +209,9 @@ def locate_kubeconfig(
             context_namespace=None,
             in_cluster_namespace=ns_file.read_text().strip() if ns_file.is_file() else None,
         )
-    raise PlaybookError(
+    raise NoKubernetes(
         "no Kubernetes configuration found (no KUBECONFIG, no ~/.kube/config, no service account): "
-        "point KUBECONFIG at a kubeconfig or enable Kubernetes access for the session"
+        "point KUBECONFIG at a kubeconfig, enable Kubernetes access for the session, or use --mode local"
     )
 
 
@@ -248,7 +259,7 @@ def decide_mode(
     if probes.can_create_crds and not vcluster_shape and not probes.fake_nodes:
         evidence.append("cluster-admin rights without vCluster signals: cluster-scoped installs allowed, treated as vcluster mode")
     if override:
-        if override not in MODES:
+        if override not in CLUSTER_MODES:
             raise PlaybookError(f"unknown mode {override!r}: use --mode namespace or --mode vcluster")
         if override == "vcluster" and not probes.can_create_crds:
             raise PlaybookError(
@@ -394,15 +405,49 @@ def detect(
     """Detect the target once per process (one `invoke a b c` chain) for the same inputs."""
     env = os.environ if env is None else env
     if mode is not None and mode not in MODES:
-        raise PlaybookError(f"unknown mode {mode!r}: use --mode namespace or --mode vcluster")
+        raise PlaybookError(f"unknown mode {mode!r}: use --mode namespace, vcluster or local")
     key = (namespace, mode, kubeconfig, context, env.get("KUBECONFIG"), env.get("SESSION_NAMESPACE"))
     if key in _detected:
         return _detected[key]
-    source = locate_kubeconfig(env, explicit=kubeconfig, context=context)
+    if mode == "local":
+        target = local_target("--mode local")
+    else:
+        try:
+            source = locate_kubeconfig(env, explicit=kubeconfig, context=context)
+        except NoKubernetes:
+            target = local_target("no KUBECONFIG, no ~/.kube/config and no service account")
+        else:
+            target = _cluster_target(source, namespace, mode, timeout, env)
+    _detected[key] = target
+    _last[:] = [target]
+    return target
+
+
+def local_target(why: str) -> Target:
+    source = KubeSource(kubeconfig=None, context=None, server="(none)", context_namespace=None)
+    return Target(mode="local", namespace="local", namespace_source="local mode", source=source, evidence=(why,))
+
+
+def is_local(mode: str | None, kubeconfig: str | None = None, context: str | None = None, env=None) -> bool:
+    """Offline: will this run act locally? (--mode local, or no Kubernetes configuration at all.)"""
+    if mode == "local":
+        return True
+    if mode is not None:
+        return False
+    try:
+        locate_kubeconfig(os.environ if env is None else env, explicit=kubeconfig, context=context)
+    except NoKubernetes:
+        return True
+    except PlaybookError:
+        return False
+    return False
+
+
+def _cluster_target(source: KubeSource, namespace, mode, timeout, env) -> Target:
     chosen, origin = choose_namespace(namespace, env, source)
     probes = probe(source, chosen, timeout)
     decided, evidence = decide_mode(probes, source, env, mode)
-    target = Target(
+    return Target(
         mode=decided,
         namespace=chosen,
         namespace_source=origin,
@@ -410,14 +455,16 @@ def detect(
         evidence=tuple(evidence),
         checks=access_checks(probes, chosen),
     )
-    _detected[key] = target
-    _last[:] = [target]
-    return target
 
 
 def chain_target() -> Target | None:
     """The target an earlier task of this chain acted on, if any."""
     return _last[0] if _last else None
+
+
+def local_from_config(c, mode: str | None = None) -> bool:
+    cfg = c.config.target
+    return is_local(mode or cfg.mode, cfg.kubeconfig, cfg.context)
 
 
 def target_from_config(c, namespace: str | None = None, mode: str | None = None) -> Target:

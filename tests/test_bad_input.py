@@ -15,7 +15,9 @@ from playbooks.procs import free_port
 from tests.conftest import QUIET_ENV
 
 CLI = str(Path(sys.executable).parent / "playbooks")
-CREDS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret"}
+# An unreachable cluster: these inputs must be refused before the API is even asked.
+CLUSTER = {"KUBECONFIG": "@unreachable"}
+CREDS = {**CLUSTER, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret"}
 
 
 def run(args, env, tmp_path):
@@ -45,15 +47,19 @@ CASES = [
     ("bucket too short", ["mlflow.up", "--bucket", "ab"], CREDS, "must be 3 to 63 characters"),
     ("bucket like an IP", ["mlflow.up", "--bucket", "192.168.1.1"], CREDS, "must not look like an IP"),
     ("bad default bucket", ["mlflow.up"], {**CREDS, "WORKSHOP_NAMESPACE": "Bad..Name"}, "invalid bucket name"),
-    ("no credentials", ["mlflow.up", "--bucket", "ws-frank"], {}, "no S3 credentials: export AWS_ACCESS_KEY_ID"),
-    ("half credentials", ["mlflow.up", "--bucket", "ws-frank"], {"AWS_ACCESS_KEY_ID": "k"}, "export AWS_SECRET_ACCESS_KEY too"),
+    ("no credentials", ["mlflow.up", "--bucket", "ws-frank"], CLUSTER, "no S3 credentials: export AWS_ACCESS_KEY_ID"),
+    ("half credentials", ["mlflow.up", "--bucket", "ws-frank"], {**CLUSTER, "AWS_ACCESS_KEY_ID": "k"}, "export AWS_SECRET_ACCESS_KEY too"),
     ("endpoint with bucket", ["mlflow.up", "--bucket", "ws-frank"], {**CREDS, "AWS_ENDPOINT_URL": "http://s3:9000/ws-frank"}, "is not an endpoint"),
     ("invalid namespace", ["mlflow.up", "--bucket", "ws-frank", "--namespace", "Bad_NS"], CREDS, "invalid namespace 'Bad_NS'"),
     ("invalid name", ["mlflow.up", "--bucket", "ws-frank", "--name", "My.Server"], CREDS, "invalid service name"),
     ("bad prefix", ["mlflow.up", "--bucket", "ws-frank", "--prefix", "a b"], CREDS, "invalid artifact prefix"),
-    ("no kubernetes at all", ["mlflow.up", "--bucket", "ws-frank"], CREDS, "no Kubernetes configuration found"),
+    ("local: unknown storage", ["mlflow.up", "--storage", "nfs"], {}, "unknown --storage 'nfs'"),
+    ("local: storage not up", ["mlflow.up", "--storage", "local-s3"], {}, "run `invoke storage.up` first"),
+    ("local: dry-run", ["mlflow.up", "--dry-run"], {}, "--dry-run is for the cluster modes"),
+    ("local: storage in cluster", ["storage.up"], {"KUBECONFIG": "@unreachable", "INVOKE_TARGET_MODE": "namespace"}, "cannot reach the Kubernetes API"),
     ("missing kubeconfig file", ["target"], {"KUBECONFIG": "/nonexistent/config"}, "KUBECONFIG points to /nonexistent/config, which does not exist"),
     ("unknown mode", ["target", "--mode", "cluster"], {}, "unknown mode 'cluster'"),
+    ("mode local with a cluster", ["target", "--mode", "kind"], CLUSTER, "unknown mode 'kind'"),
     ("unknown context", ["target"], {"INVOKE_TARGET_CONTEXT": "nope", "KUBECONFIG": "@unreachable"}, "context 'nope' is not in kubeconfig"),
     ("unreachable API", ["mlflow.up", "--bucket", "ws-frank"], {**CREDS, "KUBECONFIG": "@unreachable"}, "cannot reach the Kubernetes API at https://127.0.0.1:"),
     ("unreachable API, status", ["mlflow.status"], {"KUBECONFIG": "@unreachable"}, "cannot reach the Kubernetes API"),

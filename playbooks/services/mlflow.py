@@ -25,14 +25,15 @@ from playbooks.mlflow_check import round_trip
 from playbooks.render import managed_selector, render
 from playbooks.report import Report
 from playbooks.s3 import S3Settings, choose_bucket, s3_from_env, validate_prefix
-from playbooks.target import Target, validate_namespace
+from playbooks.services import mlflow_local
+from playbooks.target import Target, local_from_config, validate_namespace
 
 SERVICE = "mlflow"
 DB_PATH = "/mlflow/db/mlflow.db"
 
 TARGET_HELP = {
     "namespace": "Namespace to act in (default: SESSION_NAMESPACE, then the kubeconfig context's).",
-    "mode": "namespace or vcluster; overrides detection.",
+    "mode": "namespace, vcluster or local; overrides detection.",
 }
 
 
@@ -119,11 +120,19 @@ def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None) -
         "prefix": "Key prefix inside the bucket (default: mlflow).",
         "name": "Name of the service and its objects (default: mlflow).",
         "dry-run": "Print the manifests (Secrets redacted) and commands; change nothing.",
+        "port": "Local mode: port on 127.0.0.1 (default: a free one).",
+        "storage": "Local mode: local-s3 (the storage.up server), env (AWS_*), or none (a local folder).",
         **TARGET_HELP,
     }
 )
-def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_run=False):
+def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_run=False, port=None, storage=None):
     """Deploy an MLflow tracking server with artifacts in your bucket, and wait until it is ready."""
+    if local_from_config(c, mode):
+        resolve_target(c, namespace, mode)
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        mlflow_local.up(c, bucket, prefix, port, storage)
+        return
     target, plan = plan_up(c, bucket, prefix, name, namespace, mode)
     apply_plans(kubectl_for(c, target, dry_run), [plan])
     if not dry_run:
@@ -142,6 +151,9 @@ def down(c, name=None, purge=False, namespace=None, mode=None, dry_run=False):
     """Remove the MLflow server (found by its labels); keeps the database volume unless --purge."""
     instance = _instance(c, name)
     target = resolve_target(c, namespace, mode)
+    if target.local:
+        mlflow_local.down(c, purge)
+        return
     tear_down(kubectl_for(c, target, dry_run), SERVICE, instance, purge)
 
 
@@ -159,6 +171,9 @@ def status(c, name=None, namespace=None, mode=None):
     """Show whether MLflow is ready and how to reach it."""
     instance = _instance(c, name) if name else None
     target = resolve_target(c, namespace, mode)
+    if target.local:
+        mlflow_local.status(c)
+        return
     kubectl = kubectl_for(c, target)
     instances = [instance] if instance else deployed_instances(kubectl, SERVICE)
     if not instances:
@@ -187,8 +202,10 @@ def artifact_destination(deployment: dict) -> tuple[str | None, str]:
     return None, ""
 
 
-def smoke_reports(c, target: Target, kubectl: Kubectl, name: str | None = None) -> list[Report]:
+def smoke_reports(c, target: Target, kubectl: Kubectl | None, name: str | None = None) -> list[Report]:
     """Round-trip every deployed MLflow instance (or the one named)."""
+    if target.local:
+        return mlflow_local.smoke_reports(c)
     instances = [name] if name else deployed_instances(kubectl, SERVICE)
     reports = []
     s3 = s3_from_env(os.environ, required=False)
@@ -210,7 +227,7 @@ def smoke(c, name=None, namespace=None, mode=None):
     """Prove MLflow works: log a param, metric and artifact, read them back, find the object in S3."""
     instance = _instance(c, name) if name else None
     target = resolve_target(c, namespace, mode)
-    kubectl = kubectl_for(c, target)
+    kubectl = None if target.local else kubectl_for(c, target)
     reports = smoke_reports(c, target, kubectl, instance)
     if not reports:
         raise PlaybookError(f"mlflow is not deployed in namespace {target.namespace}: run `invoke mlflow.up`")
@@ -219,4 +236,16 @@ def smoke(c, name=None, namespace=None, mode=None):
         raise PlaybookError(f"smoke check failed: {failed[0].failure}")
 
 
-ns = Collection(SERVICE, up, down, status, smoke)
+@task(help={"lines": "How many lines from the end (default: 50)."})
+def logs(c, lines=50, namespace=None, mode=None):
+    """Show the MLflow server's log (local mode: its log file; cluster modes: the pod's log)."""
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        print(mlflow_local.logs(c, int(lines)) or "mlflow: no log yet")
+        return
+    kubectl = kubectl_for(c, target)
+    result = kubectl.run("logs", "-l", managed_selector(SERVICE), "--all-containers", "--prefix", f"--tail={int(lines)}")
+    print(result.stdout.rstrip() or "mlflow: no log yet")
+
+
+ns = Collection(SERVICE, up, down, status, smoke, logs)

@@ -1,0 +1,114 @@
+"""MLflow in local mode: `mlflow server` as a supervised process, SQLite in the state folder."""
+
+from __future__ import annotations
+
+import os
+
+from playbooks import local
+from playbooks.deploy import config_hash
+from playbooks.errors import PlaybookError
+from playbooks.mlflow_check import round_trip
+from playbooks.report import Report
+from playbooks.s3 import S3Settings, choose_bucket, s3_from_env
+
+SERVICE = "mlflow"
+
+
+def artifact_store(c, bucket, prefix: str, storage: str | None) -> tuple[str, S3Settings | None, str]:
+    """Where artifacts go: (destination, S3 settings or None, why)."""
+    from playbooks.services import storage_local
+
+    if storage not in (None, "", "local-s3", "env", "none"):
+        raise PlaybookError(f"unknown --storage {storage!r}: use local-s3, env or none")
+    running = storage_local.settings(c)
+    if storage == "local-s3" or (storage is None and running and not os.environ.get("AWS_ENDPOINT_URL")):
+        if running is None:
+            raise PlaybookError("--storage local-s3 needs the local S3 server: run `invoke storage.up` first")
+        s3, chosen = running
+        return f"s3://{chosen}/{prefix}", s3, f"the local S3 server (storage.up), bucket {chosen}"
+    if storage != "none":
+        s3 = s3_from_env(os.environ, required=False)
+        configured = bucket or c.config.mlflow.bucket or os.environ.get("WORKSHOP_NAMESPACE")
+        if s3 is not None and configured:
+            chosen, origin = choose_bucket(bucket, c.config.mlflow.bucket, os.environ)
+            return f"s3://{chosen}/{prefix}", s3, f"S3 from AWS_* (bucket from {origin})"
+        if storage == "env":
+            raise PlaybookError("--storage env needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and a --bucket")
+    folder = local.service_dir(c, SERVICE) / "artifacts"
+    return str(folder), None, "a local folder (no object storage configured)"
+
+
+def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Process:
+    folder = local.service_dir(c, SERVICE)
+    argv = [
+        local.tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--serve-artifacts", "--artifacts-destination", destination,
+    ]  # fmt: skip
+    env = local.quiet_env()
+    inputs = {"destination": destination}
+    if s3 is not None:
+        env.update(s3.credentials())
+        env.update(s3.public_env())
+        inputs["s3"] = config_hash(s3.public_env(), s3.credentials())
+    return local.Process(SERVICE, argv, env, health_url=f"http://127.0.0.1:{port}/health", inputs=inputs)
+
+
+def up(c, bucket=None, prefix=None, port=None, storage=None) -> None:
+    from playbooks.s3 import validate_prefix
+
+    chosen_prefix = validate_prefix(prefix if prefix is not None else c.config.mlflow.prefix)
+    destination, s3, why = artifact_store(c, bucket, chosen_prefix, storage)
+    state = local.processes(c, SERVICE).get(SERVICE)
+    chosen_port = local.choose_port(port, c.config.mlflow.get("local_port"), previous=state)
+    print(f"mlflow: artifacts go to {destination} ({why})", flush=True)
+    result = local.ensure(
+        c, SERVICE, process(c, chosen_port, destination, s3), {"http": chosen_port}, float(c.config.local.start_timeout)
+    )
+    if result == "running":
+        print(f"mlflow: already running and healthy (pid {state['pid']}): no change")
+    print(f"mlflow: export MLFLOW_TRACKING_URI=http://127.0.0.1:{chosen_port}")
+
+
+def down(c, purge: bool = False) -> None:
+    stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
+    print(f"mlflow: stopped {', '.join(stopped)}" if stopped else "mlflow: nothing running")
+    if purge:
+        local.purge(c, SERVICE)
+        print(f"mlflow: deleted {local.service_dir(c, SERVICE)} (database and local artifacts)")
+    elif local.service_dir(c, SERVICE).exists():
+        print(f"mlflow: kept {local.service_dir(c, SERVICE)} (database; pass --purge to delete it)")
+
+
+def status(c) -> bool:
+    state = local.processes(c, SERVICE).get(SERVICE)
+    if not state:
+        print("mlflow: not running")
+        return False
+    health = local.health(state)
+    print(f"mlflow: {health} (pid {state.get('pid')}), http://127.0.0.1:{state.get('ports', {}).get('http')}")
+    return health == "healthy"
+
+
+def smoke_reports(c) -> list[Report]:
+    state = local.processes(c, SERVICE).get(SERVICE)
+    if not state:
+        return []
+    destination = state["inputs"]["destination"]
+    s3 = bucket = None
+    prefix = ""
+    if destination.startswith("s3://"):
+        bucket, _, prefix = destination[5:].partition("/")
+        from playbooks.services import storage_local
+
+        running = storage_local.settings(c)
+        s3 = running[0] if running and running[1] == bucket else s3_from_env(os.environ, required=False)
+    url = f"http://127.0.0.1:{state['ports']['http']}"
+    print(f"mlflow: checking {url} (local process)", flush=True)
+    report = round_trip(url, s3=s3, bucket=bucket, prefix=prefix)
+    print(report.render(), flush=True)
+    return [report]
+
+
+def logs(c, lines: int) -> str:
+    return local.tail_log(c, SERVICE, SERVICE, lines)

@@ -1,0 +1,125 @@
+"""Local mode for real: the CLI with no Kubernetes configured runs supervised processes on 127.0.0.1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from playbooks.procs import tcp_ok
+from tests.conftest import QUIET_ENV
+
+pytestmark = pytest.mark.slow
+CLI = str(Path(sys.executable).parent / "playbooks")
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    yield tmp_path
+    # Whatever a failed test left running goes with it.
+    for state in (tmp_path / ".playbooks" / "local").glob("*/*.json"):
+        pid = json.loads(state.read_text()).get("pid")
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run(workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "HOME": str(workdir), **QUIET_ENV}
+    return subprocess.run([CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def state(workdir: Path, service: str, name: str | None = None) -> dict:
+    return json.loads((workdir / ".playbooks" / "local" / service / f"{name or service}.json").read_text())
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
+
+
+def test_mlflow_with_local_s3_lifecycle(workdir):
+    up = run(workdir, "storage.up", "mlflow.up", "--storage", "local-s3")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "target: local mode" in up.stdout
+    assert "artifacts go to s3://datalab/mlflow (the local S3 server" in up.stdout
+    storage, mlflow = state(workdir, "storage"), state(workdir, "mlflow")
+    secret = (workdir / ".playbooks/local/storage/aws_secret_access_key").read_text()
+    assert secret and secret not in up.stdout + up.stderr
+
+    smoke = run(workdir, "smoke")
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    assert "ok   artifact in bucket" in smoke.stdout and "s3://datalab/mlflow/" in smoke.stdout
+
+    again = run(workdir, "mlflow.up")
+    assert again.returncode == 0 and "already running and healthy" in again.stdout
+    assert state(workdir, "mlflow")["pid"] == mlflow["pid"]
+
+    status = run(workdir, "mlflow.status")
+    assert f"mlflow: healthy (pid {mlflow['pid']})" in status.stdout
+
+    down = run(workdir, "mlflow.down", "storage.down")
+    assert down.returncode == 0, down.stderr
+    for record in (mlflow, storage):
+        assert gone(record["pid"])
+        assert not tcp_ok("127.0.0.1", record["ports"]["http"])
+    assert (workdir / ".playbooks/local/mlflow/mlflow.db").exists(), "down keeps the database without --purge"
+    assert "nothing running" in run(workdir, "mlflow.down").stdout
+
+
+def test_killed_service_shows_unhealthy_and_up_restarts_it(workdir):
+    assert run(workdir, "storage.up").returncode == 0
+    first = state(workdir, "storage")
+    os.killpg(first["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not gone(first["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = run(workdir, "storage.status")
+    assert "not running" in status.stdout
+    again = run(workdir, "storage.up")
+    assert again.returncode == 0, again.stderr
+    assert f"process {first['pid']} is gone" in again.stdout
+    second = state(workdir, "storage")
+    assert second["pid"] != first["pid"] and second["ports"]["http"] == first["ports"]["http"]
+    assert run(workdir, "storage.down").returncode == 0 and gone(second["pid"])
+
+
+def test_stale_pid_file_of_another_program(workdir):
+    assert run(workdir, "storage.up").returncode == 0
+    record = state(workdir, "storage")
+    assert run(workdir, "storage.down").returncode == 0
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        record["pid"] = other.pid
+        path = workdir / ".playbooks/local/storage/storage.json"
+        path.write_text(json.dumps(record))
+        up = run(workdir, "storage.up")
+        assert up.returncode == 0, up.stderr
+        assert f"PID {other.pid} now belongs to another program" in up.stdout
+        assert other.poll() is None, "up must never signal a process that is not its own"
+        assert run(workdir, "storage.down").returncode == 0
+        assert other.poll() is None
+    finally:
+        other.kill()
+
+
+def test_port_already_taken_is_one_line(workdir):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run(workdir, "storage.up", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: port {port} is already taken on 127.0.0.1: pick another port or leave it out"
+    assert not (workdir / ".playbooks/local/storage/storage.json").exists()
