@@ -102,10 +102,12 @@ def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
         raise errors[0]
 
 
-def tear_down(kubectl: Kubectl, service: str, instance: str | None, purge: bool) -> list[str]:
-    """Delete what carries the service's labels; the database volume stays unless purge."""
+def tear_down(
+    kubectl: Kubectl, service: str, instance: str | None, purge: bool, keep: tuple[str, ...] = ("persistentvolumeclaim/",)
+) -> list[str]:
+    """Delete what carries the service's labels; what holds data (keep: name prefixes) stays unless purge."""
     found = kubectl.names(kinds(list(load_templates(service))), managed_selector(service, instance))
-    doomed = [n for n in found if purge or not n.startswith("persistentvolumeclaim/")]
+    doomed = [n for n in found if purge or not n.startswith(keep)]
     kept = [n for n in found if n not in doomed]
     label = instance or service
     if not found:

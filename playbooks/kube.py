@@ -221,6 +221,8 @@ class Kubectl:
     @contextmanager
     def port_forward(self, service: str, port: int, timeout: float = 20) -> Iterator[int]:
         """Forward a free local port on 127.0.0.1 to a service; yields the local port."""
+        import sh
+
         command = self._command()
         lines: queue.Queue[str] = queue.Queue()
         process = command(
@@ -245,7 +247,10 @@ class Kubectl:
         finally:
             if process.is_alive():
                 process.terminate()
-            process.wait()
+            try:
+                process.wait()
+            except sh.SignalException:
+                pass  # kubectl ends by the SIGTERM sent above: that is the normal end
 
 
 def _await_forwarding(lines: queue.Queue, process, timeout: float) -> int:

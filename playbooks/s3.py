@@ -70,7 +70,7 @@ def s3_from_env(env: Mapping[str, str], required: bool = True) -> S3Settings | N
         if required:
             raise PlaybookError(
                 "no S3 credentials: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                "(and AWS_ENDPOINT_URL for an S3-compatible store)"
+                "(and AWS_ENDPOINT_URL for an S3-compatible store), or run `invoke storage.up` first"
             )
         return None
     if not key or not secret:

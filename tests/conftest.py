@@ -13,6 +13,8 @@ import pytest
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
 
 BIN = Path(sys.executable).parent
+# Tools that scripts/setup.sh put in the virtual environment (helm, kubectl) come first.
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 ACCESS_KEY = "AKIAPLAYBOOKSTEST01"
 SECRET_KEY = "s3cr3t-Pl4ybooks-t3st-v4lue-9f8e7d6c5b4a"
 BUCKET = "ws-frank"

@@ -24,8 +24,8 @@ from playbooks.kube import Kubectl
 from playbooks.mlflow_check import round_trip
 from playbooks.render import managed_selector, render
 from playbooks.report import Report
-from playbooks.s3 import S3Settings, choose_bucket, s3_from_env, validate_prefix
-from playbooks.services import mlflow_local
+from playbooks.s3 import S3Settings, choose_bucket, s3_from_env, validate_bucket, validate_prefix
+from playbooks.services import mlflow_local, storage_cluster
 from playbooks.target import Target, local_from_config, validate_namespace
 
 SERVICE = "mlflow"
@@ -99,16 +99,31 @@ def _instance(c, name: str | None) -> str:
         raise PlaybookError(f"invalid service name {name!r}: use a DNS label such as 'mlflow'") from None
 
 
-def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None) -> tuple[Target, Plan]:
+def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, storage=None) -> tuple[Target, Plan]:
     """Validate every input, detect the target, check access: all before any write."""
     cfg = c.config.mlflow
     instance = _instance(c, name)
     if namespace:
         validate_namespace(namespace)
-    chosen, origin = choose_bucket(bucket, cfg.bucket, os.environ)
     chosen_prefix = validate_prefix(prefix if prefix is not None else cfg.prefix)
-    s3 = s3_from_env(os.environ)
-    target = resolve_target(c, namespace, mode)
+    if storage not in (None, "local-s3", "env"):
+        raise PlaybookError(f"unknown --storage {storage!r}: use local-s3 (the storage.up store) or env (AWS_*)")
+    no_env_storage = not any(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"))
+    if storage == "local-s3" or (storage is None and no_env_storage):
+        if bucket:
+            validate_bucket(bucket)
+        target = resolve_target(c, namespace, mode)
+        found = storage_cluster.settings(c, target, kubectl_for(c, target), c.config.storage.name)
+        if found is None:
+            if storage == "local-s3":
+                raise PlaybookError(f"no object store in namespace {target.namespace}: run `invoke storage.up` first")
+            s3_from_env(os.environ)  # raises: no credentials, and says how to get them
+        s3, chosen = found
+        origin = f"the storage service ({s3.endpoint_url})"
+    else:
+        chosen, origin = choose_bucket(bucket, cfg.bucket, os.environ)
+        s3 = s3_from_env(os.environ)
+        target = resolve_target(c, namespace, mode)
     plan = build_plan(c, target, s3, chosen, origin, chosen_prefix, instance)
     check_access(target, plan.docs)
     return target, plan
@@ -121,7 +136,7 @@ def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None) -
         "name": "Name of the service and its objects (default: mlflow).",
         "dry-run": "Print the manifests (Secrets redacted) and commands; change nothing.",
         "port": "Local mode: port on 127.0.0.1 (default: a free one).",
-        "storage": "Local mode: local-s3 (the storage.up server), env (AWS_*), or none (a local folder).",
+        "storage": "local-s3 (the storage.up store), env (AWS_*), or none (local mode: a local folder). Default: AWS_* if set, else the store.",
         **TARGET_HELP,
     }
 )
@@ -133,7 +148,7 @@ def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_ru
             raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
         mlflow_local.up(c, bucket, prefix, port, storage)
         return
-    target, plan = plan_up(c, bucket, prefix, name, namespace, mode)
+    target, plan = plan_up(c, bucket, prefix, name, namespace, mode, storage)
     apply_plans(kubectl_for(c, target, dry_run), [plan])
     if not dry_run:
         print_access(c, target, plan.instance)

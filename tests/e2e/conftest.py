@@ -19,6 +19,13 @@ import pytest
 
 from tests.conftest import QUIET_ENV
 from tests.e2e.controlplane import ControlPlane, FakeKubelet, find_binaries, why_missing
+from tests.e2e.kind import (
+    install_vcluster,
+    kind_available,
+    kind_cluster,
+    release_kind_cluster,
+    token_kubeconfig,
+)
 
 MODES = ["namespace", "vcluster"]
 FAKE_NODE_LABEL = {"vcluster.loft.sh/fake-node": "true"}
@@ -68,8 +75,27 @@ def cluster(request, tmp_path_factory):
         if not kubeconfig:
             pytest.skip("existing provider: pass --kubeconfig PATH")
         yield Cluster("existing", Path(kubeconfig))
+    elif provider == "kind":
+        reason = kind_available()
+        if reason:
+            pytest.skip(f"kind provider: {reason}; install Docker, kind and kubectl")
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
+        yield Cluster("kind", kind_cluster(tmp_path_factory, worker, request.config.getoption("--keep-cluster")))
     else:
-        pytest.skip(f"provider {provider}: not available here (no Docker engine for kind)")
+        pytest.skip(f"provider {provider}: unknown")
+
+
+@pytest.fixture(scope="session")
+def vcluster_target(cluster):
+    """vCluster mode: on kind, a real vCluster per xdist worker; elsewhere the cluster itself (admin)."""
+    if cluster.provider != "kind":
+        return cluster
+    name = f"vc-{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
+    return Cluster("kind", install_vcluster(cluster.admin_kubeconfig, name, f"vcluster-{name}"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    release_kind_cluster(session.config)
 
 
 @dataclass
@@ -136,7 +162,7 @@ def _session_credentials(cluster: Cluster, namespace: str, mode: str, tmp: Path)
     token = cluster.kubectl("create", "token", "session", "-n", namespace, "--duration=2h").stdout.strip()
     if cluster.plane is not None:
         return cluster.plane.write_kubeconfig(f"session-{namespace}", token, namespace=namespace, context="session")
-    raise NotImplementedError("namespace mode on an existing cluster needs its server and CA")
+    return token_kubeconfig(cluster.admin_kubeconfig, tmp / "session.kubeconfig", token, namespace)
 
 
 @pytest.fixture(params=MODES)
@@ -145,6 +171,7 @@ def session(request, cluster, tmp_path, s3_server):
     mode = request.param
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     namespace = f"pb-{worker}-{uuid.uuid4().hex[:6]}"
+    cluster = request.getfixturevalue("vcluster_target") if mode == "vcluster" else cluster
     cluster.kubectl("create", "namespace", namespace)
     kubeconfig = _session_credentials(cluster, namespace, mode, tmp_path)
     home = tmp_path / "home"
@@ -163,7 +190,14 @@ def session(request, cluster, tmp_path, s3_server):
     else:
         # The vCluster context sets no namespace: the tasks get it from the flag in tests.
         env["INVOKE_TARGET_NAMESPACE"] = namespace
+    if cluster.pods_run:
+        # Pods cannot reach the test's S3 server on 127.0.0.1: give MLflow a bucket in the cluster.
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+            env.pop(key)
     session = Session(mode, namespace, kubeconfig, env, cluster, tmp_path)
+    if cluster.pods_run:
+        store = session.run("storage.up", "--bucket", s3_server.bucket)
+        assert store.returncode == 0, store.stdout + store.stderr
     yield session
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print("\n".join(session.outputs))

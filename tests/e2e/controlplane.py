@@ -254,7 +254,13 @@ class FakeKubelet:
             )
             self.core.create_namespaced_binding(meta.namespace, binding, _preload_content=False)
             return
-        if pod.status.phase in ("Running", "Succeeded", "Failed"):
+        if pod.status.phase in ("Succeeded", "Failed"):
+            return
+        owners = [o.kind for o in meta.owner_references or []]
+        if "Job" in owners:
+            self._complete(pod)
+            return
+        if pod.status.phase == "Running":
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         conditions = [
@@ -282,3 +288,24 @@ class FakeKubelet:
             "startTime": now,
         }
         self.core.patch_namespaced_pod_status(meta.name, meta.namespace, {"status": status})
+
+    def _complete(self, pod) -> None:
+        """A Job's pod: report it ran to completion (exit 0). What it would print is not known here."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        statuses = [
+            {
+                "name": c.name,
+                "image": c.image,
+                "imageID": f"fake://{c.image}",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
+            }
+            for c in pod.spec.containers
+        ]
+        conditions = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+        ]
+        status = {"phase": "Succeeded", "conditions": conditions, "containerStatuses": statuses, "startTime": now}
+        self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})

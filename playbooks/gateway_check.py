@@ -1,0 +1,166 @@
+"""The Dask Gateway smoke check: through Traefik with BasicAuth, start a cluster, compute, shut it down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from contextlib import contextmanager
+
+from playbooks.report import CheckFailed, Report
+
+SMOKE_USER = "datalab-smoke"
+WORKERS = 2
+STOP_SECONDS = 60
+
+
+class _Deadline:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the check's {self.seconds:.0f}s deadline passed")
+        return left
+
+    async def wait(self, awaitable, what: str):
+        """Await with the time left; a timeout says what was being waited for."""
+        left = self.left()
+        try:
+            return await asyncio.wait_for(awaitable, left)
+        except TimeoutError:
+            raise TimeoutError(f"{what} did not finish within {left:.0f}s (the check's deadline)") from None
+
+
+def explain(error: BaseException, address: str) -> str:
+    """One line for the usual ways a gateway says no."""
+    status = getattr(error, "status", None)
+    text = str(error).strip()
+    if status == 401:
+        return "the gateway refused the password (401): read it with `invoke gateway.status --show-password`"
+    if "wrong version number" in text:
+        return (
+            "TLS 'wrong version number': the proxy address points at the API service, "
+            "not Traefik; use the traefik-<release> service"
+        )
+    if "Cannot connect" in text or "Connection refused" in text:
+        return f"no gateway answers at {address}"
+    if isinstance(error, OSError):
+        return f"no gateway answers at {address}: {text or type(error).__name__}"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextmanager
+def _explained(address: str):
+    """Turn a client error into the one line `explain` gives; the check's own failures pass through."""
+    try:
+        yield
+    except (AssertionError, TimeoutError):
+        raise
+    except Exception as error:
+        raise RuntimeError(explain(error, address)) from error
+
+
+def run_check(
+    address: str,
+    proxy_address: str,
+    password: str,
+    timeout: float,
+    username: str = SMOKE_USER,
+    service: str = "dask-gateway",
+) -> Report:
+    """Run the check; the report says which step failed and why. Never raises for a failed check."""
+    report = Report(service)
+    try:
+        asyncio.run(_check(report, address, proxy_address, password, username, _Deadline(timeout)))
+    except CheckFailed:
+        pass
+    return report
+
+
+async def _check(report: Report, address: str, proxy: str, password: str, username: str, deadline: _Deadline):
+    with report.step("import client"):
+        from dask_gateway import BasicAuth, Gateway
+
+    async with Gateway(address, proxy_address=proxy, auth=BasicAuth(username, password), asynchronous=True) as gateway:
+        with report.step("connect", f"{address} as {username}") as info, _explained(address):
+            clusters = await deadline.wait(gateway.list_clusters(), "listing clusters")
+            info["detail"] += f", {len(clusters)} clusters running"
+        with report.step("password enforced", "a wrong password gets 401"):
+            await _refused(address, proxy, username, deadline)
+        name, cluster, client = None, None, None
+        try:
+            with report.step("create cluster") as info, _explained(address):
+                # submit() returns the name at once, so the finally below can always stop it.
+                name = await deadline.wait(gateway.submit(), "submitting a cluster")
+                cluster = gateway.connect(name, shutdown_on_close=True)
+                await deadline.wait(cluster, f"starting cluster {name}")
+                info["detail"] = name
+            with report.step(f"scale to {WORKERS} workers"), _explained(address):
+                client = await deadline.wait(cluster.get_client(set_as_default=False), "connecting to the scheduler")
+                await deadline.wait(cluster.scale(WORKERS), "scaling")
+                await deadline.wait(client.wait_for_workers(WORKERS), f"waiting for {WORKERS} workers")
+            with report.step("compute", "sum(range(101)) on the cluster") as info, _explained(address):
+                future = client.submit(sum, range(101), key=f"smoke-{uuid.uuid4().hex[:8]}")
+                result = await deadline.wait(future, "the computation")
+                if result != 5050:
+                    raise AssertionError(f"sum(range(101)) returned {result!r}, expected 5050")
+                info["detail"] = f"= {result}; {await _versions(client, deadline)}"
+        finally:
+            if client is not None:
+                await asyncio.wait_for(client.close(), 30)
+            if name is not None:
+                await _stop(report, gateway, cluster, name)
+
+
+async def _refused(address: str, proxy: str, username: str, deadline: _Deadline) -> None:
+    from dask_gateway import BasicAuth, Gateway
+
+    wrong = f"not-the-password-{uuid.uuid4().hex}"
+    async with Gateway(address, proxy_address=proxy, auth=BasicAuth(username, wrong), asynchronous=True) as other:
+        try:
+            await deadline.wait(other.list_clusters(), "listing clusters with a wrong password")
+        except Exception as error:
+            if getattr(error, "status", None) == 401:
+                return
+            raise
+    raise AssertionError("a wrong password was accepted: simple auth is not enforced (no password set on the server)")
+
+
+async def _versions(client, deadline: _Deadline) -> str:
+    """Client and scheduler versions of distributed; a skew is reported, not failed."""
+    versions = await deadline.wait(client.get_versions(check=False), "reading versions")
+    mine = versions["client"]["packages"].get("distributed")
+    theirs = versions["scheduler"]["packages"].get("distributed")
+    if mine == theirs:
+        return f"distributed {mine} on both sides"
+    return f"version skew: client distributed {mine}, scheduler {theirs} (pin the client to the image's release)"
+
+
+async def _stop(report: Report, gateway, cluster, name: str) -> None:
+    """Always stop the cluster, whatever failed before; a failure here fails the check too."""
+    try:
+        with report.step("shut down", name):
+            if cluster is not None:
+                await asyncio.wait_for(cluster.close(shutdown=False), 30)
+            await asyncio.wait_for(gateway.stop_cluster(name), 60)
+            try:
+                await asyncio.wait_for(_stopped(gateway, name), STOP_SECONDS)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"cluster {name} still running after {STOP_SECONDS}s: stop it from a client with "
+                    f"Gateway(...).stop_cluster({name!r})"
+                ) from None
+    except CheckFailed:
+        pass
+
+
+async def _stopped(gateway, name: str) -> None:
+    """Poll until the gateway reports the cluster stopped (or failed)."""
+    while True:
+        report = await gateway.get_cluster(name)
+        if report.status.name in ("STOPPED", "FAILED"):
+            return
+        await asyncio.sleep(0.5)

@@ -1,0 +1,466 @@
+"""Dask: a scheduler (with its dashboard) and a Deployment of workers sized to their limits."""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import time
+from pathlib import Path
+
+from invoke import Collection
+
+from playbooks.deploy import (
+    Plan,
+    apply_plans,
+    check_access,
+    deployed_instances,
+    kubectl_for,
+    resolve_target,
+    tear_down,
+)
+from playbooks.endpoint import in_cluster_host, service_endpoint
+from playbooks.errors import PlaybookError, task
+from playbooks.jobs import run_job
+from playbooks.kube import Kubectl
+from playbooks.procs import tcp_ok
+from playbooks.quantity import check_resources, cpu_cores, format_cpu, format_memory, memory_bytes
+from playbooks.render import (
+    kinds,
+    label_selector,
+    load_templates,
+    managed_selector,
+    render,
+    selector_labels,
+)
+from playbooks.report import Report, Step
+from playbooks.target import Target, validate_namespace
+
+SERVICE = "dask"
+SMOKE = "dask-smoke"
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+WORKER_HTTP_PORT = 8788
+WORKER_PORT = 8789
+NANNY_PORT = 8790
+MAX_WORKERS = 50
+# A nanny and a worker process use about 170Mi before any task runs.
+MIN_WORKER_MEMORY = 256 * 2**20
+# Service names must start with a letter; "-scheduler" must still fit in 63 characters.
+INSTANCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,51}[a-z0-9])?$")
+
+TARGET_HELP = {
+    "namespace": "Namespace to act in (default: SESSION_NAMESPACE, then the kubeconfig context's).",
+    "mode": "namespace or vcluster; overrides detection.",
+}
+NAME_HELP = "Name of the cluster and prefix of its objects (default: dask)."
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def cluster_target(c, namespace=None, mode=None) -> Target:
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        raise PlaybookError(
+            "Dask runs on Kubernetes here and local mode has none: point KUBECONFIG at a cluster, "
+            "or start `dask scheduler` and `dask worker` on this machine yourself"
+        )
+    return target
+
+
+def _instance(c, name: str | None) -> str:
+    name = name or c.config.dask.name
+    if not INSTANCE_NAME.match(str(name)):
+        raise PlaybookError(f"invalid Dask name {name!r}: use up to 53 lowercase letters, digits or '-', starting with a letter, e.g. 'dask'")
+    return str(name)
+
+
+def worker_count(value, what: str = "--workers") -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) > MAX_WORKERS:
+        raise PlaybookError(f"{what} must be a whole number from 0 to {MAX_WORKERS}, got {value!r}")
+    return int(text)
+
+
+def _seconds(value, what: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 1 <= seconds <= 3600:
+        raise PlaybookError(f"{what} must be a number of seconds from 1 to 3600, got {value!r}")
+    return seconds
+
+
+def worker_resources(c, cpu=None, memory=None) -> dict:
+    """The worker's requests and limits: configuration, with --worker-cpu/--worker-memory as limits.
+
+    A flag lowers a configured request above it to the new limit, so a smaller worker
+    never asks for more than it may use.
+    """
+    where = "dask.worker_resources"
+    resources = check_resources(c.config.dask.worker_resources, where)
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    for key, value, flag, measure in (("cpu", cpu, "--worker-cpu", cpu_cores), ("memory", memory, "--worker-memory", memory_bytes)):
+        if value is None:
+            continue
+        measure(value, flag)
+        limits[key] = str(value)
+        if key in requests and measure(requests[key], where) > measure(value, flag):
+            requests[key] = str(value)
+    for key, flag in (("cpu", "--worker-cpu"), ("memory", "--worker-memory")):
+        if key not in limits:
+            raise PlaybookError(f"{where}.limits.{key} is not set: set it or pass {flag}; workers are sized to their limits")
+    if memory_bytes(limits["memory"], where) < MIN_WORKER_MEMORY:
+        raise PlaybookError(f"worker memory {limits['memory']} is too small for a Dask worker: give at least 256Mi (--worker-memory)")
+    return {"requests": requests, "limits": limits}
+
+
+def worker_threads(cpu_limit) -> int:
+    """Threads for a CPU limit: rounded up, at least 1, as dask itself counts a fractional CPU quota."""
+    return max(1, math.ceil(cpu_cores(cpu_limit, "worker cpu limit")))
+
+
+# ---------------------------------------------------------------- plan
+
+
+def scheduler_address(name: str) -> str:
+    return f"tcp://{name}-scheduler:{SCHEDULER_PORT}"
+
+
+def scheduler_args() -> list[str]:
+    return ["--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"]
+
+
+def worker_args(name: str, limits: dict) -> list[str]:
+    return [
+        scheduler_address(name),
+        "--name", "$(POD_NAME)",
+        # The pod IP, so the scheduler and other workers can reach this worker.
+        "--host", "$(POD_IP)",
+        "--worker-port", str(WORKER_PORT),
+        "--nanny-port", str(NANNY_PORT),
+        "--dashboard-address", f":{WORKER_HTTP_PORT}",
+        "--nthreads", str(worker_threads(limits["cpu"])),
+        # The container's limit: the nanny then pauses/restarts the worker before the OOM killer strikes.
+        "--memory-limit", str(memory_bytes(limits["memory"], "worker memory limit")),
+        "--local-directory", "/tmp",
+    ]  # fmt: skip
+
+
+def limits_summary(scheduler: dict, workers: dict, count: int) -> str:
+    cpu = cpu_cores(scheduler["cpu"], "") + count * cpu_cores(workers["cpu"], "")
+    memory = memory_bytes(scheduler["memory"], "") + count * memory_bytes(workers["memory"], "")
+    return (
+        f"limits: scheduler {scheduler['cpu']}/{scheduler['memory']} + {count} worker(s) x "
+        f"{workers['cpu']}/{workers['memory']} = {format_cpu(cpu)} CPU, {format_memory(memory)}"
+    )
+
+
+def build_plan(c, target: Target, name: str, workers: int, resources: dict, workers_origin: str = "") -> Plan:
+    cfg = c.config.dask
+    scheduler_resources = check_resources(cfg.scheduler_resources, "dask.scheduler_resources")
+    memory_bytes(cfg.worker_scratch_size, "dask.worker_scratch_size")
+    params = {
+        "image": cfg.image,
+        "workers": workers,
+        "scheduler_port": SCHEDULER_PORT,
+        "dashboard_port": DASHBOARD_PORT,
+        "worker_port": WORKER_PORT,
+        "nanny_port": NANNY_PORT,
+        "worker_http_port": WORKER_HTTP_PORT,
+        "scheduler_args": scheduler_args(),
+        "worker_args": worker_args(name, resources["limits"]),
+        "scheduler_resources": scheduler_resources,
+        "worker_resources": resources,
+        "scratch_size": cfg.worker_scratch_size,
+        "pod_security_context": c.config.security.pod,
+        "container_security_context": c.config.security.container,
+    }
+    notes = [f"image {cfg.image}", f"{workers} worker(s){workers_origin}"]
+    if scheduler_resources.get("limits", {}).keys() >= {"cpu", "memory"}:
+        notes.append(limits_summary(scheduler_resources["limits"], resources["limits"], workers))
+    return Plan(
+        service=SERVICE,
+        instance=name,
+        docs=render(SERVICE, name, target.namespace, params),
+        deployments=[f"{name}-scheduler", f"{name}-worker"],
+        timeout=float(cfg.rollout_timeout),
+        notes=notes,
+    )
+
+
+def component_selector(name: str, component: str) -> str:
+    return label_selector({**selector_labels(SERVICE, name), "app.kubernetes.io/component": component})
+
+
+def _deployments(kubectl: Kubectl, name: str) -> dict[str, dict]:
+    """The instance's Deployments by component (scheduler, worker)."""
+    state = kubectl.get_json("deployments.apps", managed_selector(SERVICE, name))
+    return {item["metadata"]["labels"].get("app.kubernetes.io/component"): item for item in state.get("items", [])}
+
+
+def choose_workers(flag, running: int | None, configured) -> tuple[int, str]:
+    """The worker count `up` applies, and where it came from.
+
+    Without --workers, a running cluster keeps its count (set by `dask.scale` or an
+    earlier `up`): re-running `up` at every session start must not undo a scale.
+    """
+    if flag is not None:
+        return worker_count(flag), " (--workers)"
+    if running is not None:
+        return running, " (kept from the running cluster; pass --workers to change)"
+    return worker_count(configured, "dask.workers"), " (dask.workers)"
+
+
+def plan_up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None) -> tuple[Target, Plan]:
+    """Validate every input, detect the target, check access: all before any write."""
+    instance = _instance(c, name)
+    if namespace:
+        validate_namespace(namespace)
+    if workers is not None:
+        worker_count(workers)
+    resources = worker_resources(c, worker_cpu, worker_memory)
+    _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
+    target = cluster_target(c, namespace, mode)
+    running = None
+    if workers is None:
+        worker = _deployments(kubectl_for(c, target), instance).get("worker")
+        running = worker["spec"].get("replicas", 1) if worker else None
+    count, origin = choose_workers(workers, running, c.config.dask.workers)
+    plan = build_plan(c, target, instance, count, resources, origin)
+    check_access(target, plan.docs)
+    return target, plan
+
+
+# ---------------------------------------------------------------- tasks
+
+
+@task(
+    help={
+        "workers": f"Number of workers, 0 to {MAX_WORKERS} (default: keep the running count, else dask.workers = 2).",
+        "worker-cpu": "CPU limit of each worker, e.g. 500m or 1; its thread count follows (rounded up).",
+        "worker-memory": "Memory limit of each worker, e.g. 448Mi or 1Gi; the worker's --memory-limit follows.",
+        "name": NAME_HELP,
+        "dry-run": "Print the manifests and commands; change nothing.",
+        **TARGET_HELP,
+    }
+)
+def up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None, dry_run=False):
+    """Deploy a Dask scheduler and workers, and wait until all are ready."""
+    target, plan = plan_up(c, workers, worker_cpu, worker_memory, name, namespace, mode)
+    apply_plans(kubectl_for(c, target, dry_run), [plan])
+    if not dry_run:
+        print_access(c, target, plan.instance)
+
+
+@task(help={"name": NAME_HELP, "dry-run": "Print what would be deleted; change nothing.", **TARGET_HELP})
+def down(c, name=None, namespace=None, mode=None, dry_run=False):
+    """Remove the Dask scheduler and workers (found by their labels), and any smoke Job left over."""
+    instance = _instance(c, name)
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        print(f"{instance}: nothing deployed (local mode has no Kubernetes)")
+        return
+    kubectl = kubectl_for(c, target, dry_run)
+    tear_down(kubectl, SERVICE, instance, purge=False)
+    leftovers = kubectl.names(kinds(list(load_templates(SMOKE))), managed_selector(SMOKE, instance))
+    kubectl.delete(leftovers)
+    if not dry_run:
+        for leftover in leftovers:
+            kubectl.out(f"{instance}: deleted {leftover} (left by an interrupted smoke check)")
+
+
+@task(
+    positional=["workers"],
+    help={"workers": f"The new number of workers, 0 to {MAX_WORKERS}.", "name": NAME_HELP, "dry-run": "Print the command; change nothing.", **TARGET_HELP},
+)
+def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
+    """Change the number of Dask workers and wait for them; a later `dask.up` keeps the count."""
+    count = worker_count(workers, "the worker count")
+    instance = _instance(c, name)
+    timeout = _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
+    target = cluster_target(c, namespace, mode)
+    kubectl = kubectl_for(c, target, dry_run)
+    if "worker" not in _deployments(kubectl, instance):
+        raise PlaybookError(f"dask {instance!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
+    args = ("scale", f"deployment/{instance}-worker", f"--replicas={count}")
+    if dry_run:
+        kubectl.show(*args)
+        return
+    kubectl.run(*args)
+    kubectl.wait_for_deployment(f"{instance}-worker", component_selector(instance, "worker"), timeout, f"{instance}/workers")
+
+
+def image_release(image: str) -> str | None:
+    """2026.8.0 from ghcr.io/dask/dask:2026.8.0-py3.11: the release a client should pin."""
+    match = re.search(r":(\d{4}\.\d+\.\d+)", image)
+    return match.group(1) if match else None
+
+
+def print_access(c, target: Target, name: str) -> None:
+    address = f"tcp://{in_cluster_host(f'{name}-scheduler', target.namespace)}:{SCHEDULER_PORT}"
+    flags = shlex.join(target.kubectl_flags())
+    print(f"{name}: scheduler (in-cluster)  {address}")
+    print(f"{name}: from Python            Client({address!r})")
+    print(f"{name}: dashboard              invoke dask.dashboard --name {name}")
+    print(f"{name}: or port-forward        kubectl {flags} port-forward service/{name}-scheduler {SCHEDULER_PORT} {DASHBOARD_PORT}")
+    release = image_release(c.config.dask.image)
+    if release:
+        print(f"{name}: client                 pin dask[distributed]=={release} (the image's release)")
+
+
+def _ready_line(deployment: dict | None) -> str:
+    if deployment is None:
+        return "missing"
+    ready = deployment.get("status", {}).get("readyReplicas", 0)
+    want = deployment.get("spec", {}).get("replicas", 1)
+    return f"{'ready' if ready >= want else 'NOT ready'} ({ready}/{want})"
+
+
+@task(help={"name": "Name of the cluster (default: every deployed one).", **TARGET_HELP})
+def status(c, name=None, namespace=None, mode=None):
+    """Show whether the Dask scheduler and workers are ready and how to reach them."""
+    instance = _instance(c, name) if name else None
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        print(f"{instance or SERVICE}: not deployed (local mode has no Kubernetes)")
+        return
+    kubectl = kubectl_for(c, target)
+    instances = [instance] if instance else deployed_instances(kubectl, SERVICE)
+    if not instances:
+        print(f"dask: not deployed in namespace {target.namespace}")
+        return
+    for inst in instances:
+        found = _deployments(kubectl, inst)
+        if not found:
+            print(f"{inst}: not deployed in namespace {target.namespace}")
+            continue
+        print(f"{inst}: scheduler {_ready_line(found.get('scheduler'))}, workers {_ready_line(found.get('worker'))}")
+        print_access(c, target, inst)
+
+
+@task(help={"name": NAME_HELP, **TARGET_HELP})
+def dashboard(c, name=None, namespace=None, mode=None):
+    """Forward the Dask dashboard to this machine and print its URL; runs until Ctrl-C."""
+    instance = _instance(c, name)
+    target = cluster_target(c, namespace, mode)
+    kubectl = kubectl_for(c, target)
+    if "scheduler" not in _deployments(kubectl, instance):
+        raise PlaybookError(f"dask {instance!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
+    with kubectl.port_forward(f"{instance}-scheduler", DASHBOARD_PORT) as local:
+        print(f"{instance}: dashboard at http://127.0.0.1:{local}/status (Ctrl-C to stop)", flush=True)
+        try:
+            hold_forward(local)
+        except KeyboardInterrupt:
+            print(f"{instance}: dashboard forward stopped")
+
+
+def hold_forward(port: int, every: float = 5.0) -> None:
+    """Return only by Ctrl-C; fail when the port-forward stops listening (they do get closed)."""
+    while True:
+        time.sleep(every)
+        if not tcp_ok("127.0.0.1", port, timeout=2):
+            raise PlaybookError("the port-forward to the dashboard closed: run `invoke dask.dashboard` again")
+
+
+# ---------------------------------------------------------------- smoke
+
+
+def smoke_code() -> dict[str, str]:
+    """The smoke check's source files, as the Job's ConfigMap ships them (package playbooks)."""
+    package = Path(__file__).resolve().parent.parent
+    files = {"__init__.py": ""}
+    for module in ("dask_check.py", "report.py"):
+        files[module] = (package / module).read_text()
+    return files
+
+
+def smoke_job_docs(c, target: Target, name: str, timeout: float) -> list[dict]:
+    cfg = c.config.dask
+    job_timeout = _seconds(cfg.smoke_job_timeout, "dask.smoke_job_timeout")
+    if job_timeout <= timeout:
+        raise PlaybookError(f"dask.smoke_job_timeout ({job_timeout:.0f}s) must exceed the check's timeout ({timeout:.0f}s), to leave time for the image pull")
+    params = {
+        "image": cfg.image,
+        "code": smoke_code(),
+        "args": [scheduler_address(name), "--timeout", f"{timeout:g}", "--min-workers", "1", "--service", name],
+        "deadline": int(job_timeout),
+        "resources": check_resources(cfg.smoke_resources, "dask.smoke_resources"),
+        "pod_security_context": c.config.security.pod,
+        "container_security_context": c.config.security.container,
+    }
+    return render(SMOKE, name, target.namespace, params)
+
+
+def smoke_in_cluster(c, target: Target, kubectl: Kubectl, name: str, timeout: float) -> Report:
+    """Run the check as a Job next to the cluster and return the report it printed."""
+    from playbooks.dask_check import decode_report
+
+    docs = smoke_job_docs(c, target, name, timeout)
+    check_access(target, docs)
+    job_timeout = float(c.config.dask.smoke_job_timeout)
+    selector = label_selector(selector_labels(SMOKE, name))
+    start = time.monotonic()
+    try:
+        outcome = run_job(kubectl, docs, selector, job_timeout + 15, f"{name}/smoke-job")
+    except PlaybookError as error:
+        return Report(name, [Step("in-cluster job", False, time.monotonic() - start, str(error))])
+    report = decode_report(outcome.logs)
+    if report is None:
+        detail = f"the Job printed no report: {outcome.detail}"
+        return Report(name, [Step("in-cluster job", False, time.monotonic() - start, detail)])
+    return report
+
+
+def smoke_reports(c, target: Target, kubectl: Kubectl, name: str | None = None, in_cluster: bool = False, timeout=None) -> list[Report]:
+    """Check every deployed Dask cluster (or the one named); from here, or from a Job in the cluster."""
+    from playbooks.dask_check import run_check
+
+    seconds = _seconds(timeout if timeout is not None else c.config.dask.smoke_timeout, "--timeout" if timeout is not None else "dask.smoke_timeout")
+    instances = [name] if name else deployed_instances(kubectl, SERVICE)
+    reports = []
+    for inst in instances:
+        found = _deployments(kubectl, inst)
+        if "scheduler" not in found:
+            raise PlaybookError(f"dask {inst!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
+        if found.get("worker", {}).get("spec", {}).get("replicas", 1) == 0:
+            print(f"{inst}: scaled to 0 workers, so the check cannot pass: run `invoke dask.scale 1`", flush=True)
+        if in_cluster:
+            print(f"{inst}: checking {scheduler_address(inst)} from a Job in the cluster", flush=True)
+            report = smoke_in_cluster(c, target, kubectl, inst, seconds)
+        else:
+            with service_endpoint(kubectl, f"{inst}-scheduler", SCHEDULER_PORT) as endpoint:
+                print(f"{inst}: checking {endpoint.url('tcp')} via {endpoint.how}", flush=True)
+                report = run_check(endpoint.url("tcp"), seconds, min_workers=1, service=inst)
+        print(report.render(), flush=True)
+        reports.append(report)
+    return reports
+
+
+@task(
+    help={
+        "name": "Name of the cluster (default: every deployed one).",
+        "in-cluster": "Run the check as a Job in the cluster, with the cluster's own image (no port-forward, no version skew).",
+        "timeout": "Seconds the check may take (default: dask.smoke_timeout = 120).",
+        **TARGET_HELP,
+    }
+)
+def smoke(c, name=None, in_cluster=False, timeout=None, namespace=None, mode=None):
+    """Prove Dask works: connect, wait for a worker, compare versions, run a sum and an array job."""
+    instance = _instance(c, name) if name else None
+    if timeout is not None:
+        _seconds(timeout, "--timeout")
+    target = cluster_target(c, namespace, mode)
+    kubectl = kubectl_for(c, target)
+    reports = smoke_reports(c, target, kubectl, instance, in_cluster=in_cluster, timeout=timeout)
+    if not reports:
+        raise PlaybookError(f"dask is not deployed in namespace {target.namespace}: run `invoke dask.up`")
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        raise PlaybookError(f"smoke check failed: {failed[0].failure}")
+
+
+ns = Collection(SERVICE, up, down, status, scale, dashboard, smoke)

@@ -1,0 +1,621 @@
+"""Dask Gateway: the values and helm argv gateway.up builds, its refusals, and the smoke check
+against a real dask-gateway-server (local backend, simple auth) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from invoke import Context
+from invoke.exceptions import Exit
+
+import playbooks.deploy
+import playbooks.target
+from playbooks.gateway_check import run_check
+from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
+from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
+from playbooks.render import REDACTED, common_labels, manifests_dir
+from playbooks.root import SMOKE_CHECKS
+from playbooks.services import gateway
+from tests.conftest import QUIET_ENV, tool
+from tests.manifests import FakeContext, config, target, validate_all
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUES = str(manifests_dir() / "gateway" / "values.yaml")
+NS = "ws-frank-s1"
+HELM_FLAGS = ["--kubeconfig", "/dev/null", "--kube-context", "ctx", "--namespace", NS]
+KUBECTL_FLAGS = ["--kubeconfig", "/dev/null", "--context", "ctx", "--namespace", NS]
+LIST = ["list", "-o", "json", "--filter", "^dask-gateway$", "--deployed", "--failed", "--pending", "--uninstalling", "--superseded"]
+TMP_VALUES = re.compile(r"^.+/playbooks-helm-[^/]+/overrides\.yaml$")
+DEPLOYED = {"name": "dask-gateway", "status": "deployed", "chart": "dask-gateway-2026.3.0", "revision": "3"}
+KNOWN_PASSWORD = "kn0wn-Gateway-pa55word-for-the-tests"
+
+
+# ---------------------------------------------------------------- values
+
+
+def extra(overrides=None, password=KNOWN_PASSWORD):
+    return gateway.overrides(FakeContext(config(overrides)), "dask-gateway", password)
+
+
+def test_values_file_and_overrides_make_the_chart_values():
+    values = merge_values(gateway.file_values(), extra())
+    gw = values["gateway"]
+    assert gw["auth"]["type"] == "simple"
+    assert "simple" not in gw["auth"], "the chart would copy a password into a ConfigMap"
+    assert gw["image"] == {"name": "ghcr.io/dask/dask-gateway-server", "tag": "2026.3.0"}
+    assert values["controller"]["image"] == gw["image"]
+    assert gw["backend"]["image"] == {"name": "ghcr.io/dask/dask-gateway", "tag": "2026.3.0"}
+    assert values["traefik"]["image"] == {"name": "docker.io/traefik", "tag": "3.3.5"}
+    assert values["traefik"]["service"]["type"] == "ClusterIP"
+    assert gw["env"] == [
+        {
+            "name": "DATALAB_GATEWAY_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "dask-gateway-password", "key": "password"}},
+        }
+    ]
+    assert sorted(gw["extraConfig"]) == ["datalab-10-password", "datalab-20-commands"]
+    for part in ("gateway", "controller", "traefik"):
+        assert values[part]["resources"]["limits"]["memory"]
+
+
+def test_cluster_pods_get_the_restricted_security_context_and_resources():
+    backend = extra()["gateway"]["backend"]
+    for role in ("scheduler", "worker"):
+        pod = backend[role]["extraPodConfig"]["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        container = backend[role]["extraContainerConfig"]["securityContext"]
+        assert container == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        assert backend[role]["memory"]["limit"]
+    assert backend["worker"]["threads"] == 1
+
+
+def test_overrides_follow_configuration():
+    changed = extra({"gateway": {"worker": {"memory": {"request": "2G", "limit": "2G"}}, "traefik_image": "mirror.local/traefik:3.3.5"}})
+    assert changed["gateway"]["backend"]["worker"]["memory"] == {"request": "2G", "limit": "2G"}
+    assert changed["traefik"]["image"] == {"name": "mirror.local/traefik", "tag": "3.3.5"}
+
+
+def test_no_password_in_the_values_only_a_digest_that_changes_with_it():
+    text = json.dumps(merge_values(gateway.file_values(), extra()))
+    assert KNOWN_PASSWORD not in text
+    digest = extra()["gateway"]["annotations"][gateway.DIGEST_ANNOTATION]
+    assert digest == extra()["gateway"]["annotations"][gateway.DIGEST_ANNOTATION]
+    assert digest != extra(password="another")["gateway"]["annotations"][gateway.DIGEST_ANNOTATION]
+
+
+def test_untagged_image_is_refused():
+    with pytest.raises(gateway.PlaybookError, match="has no tag: pin it"):
+        extra({"gateway": {"server_image": "ghcr.io/dask/dask-gateway-server"}})
+
+
+def test_extra_config_reads_the_password_and_refuses_an_empty_one(monkeypatch):
+    traitlets = pytest.importorskip("traitlets.config", reason="traitlets comes with dask-gateway-server (test extra)")
+    snippets = gateway.file_values()["gateway"]["extraConfig"]
+    c = traitlets.Config()
+    monkeypatch.setenv("DATALAB_GATEWAY_PASSWORD", "from-the-secret")
+    for key in sorted(snippets):
+        exec(snippets[key], {"c": c})
+    assert c.SimpleAuthenticator.password == "from-the-secret"
+    assert c.KubeClusterConfig.scheduler_cmd == ["dask", "scheduler"]
+    assert c.KubeClusterConfig.worker_cmd == ["dask", "worker"]
+    monkeypatch.setenv("DATALAB_GATEWAY_PASSWORD", "")
+    with pytest.raises(ValueError, match="DATALAB_GATEWAY_PASSWORD is empty"):
+        exec(snippets["datalab-10-password"], {"c": traitlets.Config()})
+
+
+def test_password_secret_is_labelled_valid_and_redacted():
+    docs = gateway.password_docs("dask-gateway", NS, KNOWN_PASSWORD)
+    validate_all(docs)
+    (secret,) = docs
+    assert secret["metadata"]["name"] == "dask-gateway-password"
+    assert common_labels("gateway-auth", "dask-gateway").items() <= secret["metadata"]["labels"].items()
+    assert base64.b64decode(secret["data"]["password"]).decode() == KNOWN_PASSWORD
+
+
+def test_redact_values_hides_secret_keys_at_any_depth():
+    shown = redact_values({"gateway": {"auth": {"simple": {"password": "x"}, "jupyterhub": {"apiToken": None}}}, "a": [{"token": "t"}]})
+    assert shown == {"gateway": {"auth": {"simple": {"password": REDACTED}, "jupyterhub": {"apiToken": None}}}, "a": [{"token": REDACTED}]}
+
+
+@pytest.mark.parametrize(
+    ("release", "traefik"),
+    [
+        ("dask-gateway", "traefik-dask-gateway"),
+        ("gw", "traefik-gw-dask-gateway"),
+        ("team-dask-gateway-2", "traefik-team-dask-gateway-2"),
+        ("a" * 53, "traefik-" + ("a" * 53 + "-dask-gateway")[:55]),
+    ],
+)
+def test_service_names_follow_the_chart_helpers(release, traefik):
+    assert gateway.traefik_service(release) == traefik
+    assert len(traefik) <= 63
+
+
+@pytest.mark.parametrize("name", ["Dask", "-gw", "a" * 54, "gw_1"])
+def test_bad_release_names_are_refused(name):
+    with pytest.raises(gateway.PlaybookError, match="invalid release name"):
+        gateway.validate_release(name)
+
+
+# ---------------------------------------------------------------- chart sources and argv
+
+
+def cfg():
+    return config().gateway
+
+
+def test_chart_sources(tmp_path):
+    assert gateway.chart_source("dask/dask-gateway", cfg()) == gateway.ChartSource(
+        "repo", "dask/dask-gateway", "2026.3.0", ("dask", "https://helm.dask.org")
+    )
+    oci = gateway.chart_source("oci://registry.example/charts/dask-gateway", cfg())
+    assert oci.argv() == ["oci://registry.example/charts/dask-gateway", "--version", "2026.3.0"]
+    (tmp_path / "Chart.yaml").write_text("name: dask-gateway\nversion: 2026.3.0\n")
+    local = gateway.chart_source(str(tmp_path), cfg())
+    assert local.kind == "local" and local.argv() == [str(tmp_path)]
+    assert gateway.chart_source("mirror/dask-gateway", cfg()).repo is None
+
+
+@pytest.mark.parametrize(
+    ("chart", "message"),
+    [
+        ("./no-such-chart", "is not a chart directory"),
+        ("oci://", "invalid OCI reference"),
+        ("dask-gateway", "invalid chart"),
+        ("a/b/c", "invalid chart"),
+    ],
+)
+def test_bad_chart_is_refused_with_the_fix(chart, message):
+    with pytest.raises(gateway.PlaybookError, match=message) as error:
+        gateway.chart_source(chart, cfg())
+    assert "oci://" in str(error.value)
+
+
+def test_upgrade_and_uninstall_argv_exactly():
+    helm = Helm(target("vcluster"))
+    chart = gateway.ChartSource("repo", "dask/dask-gateway", "2026.3.0").argv()
+    assert helm.argv(*helm.upgrade_argv("dask-gateway", chart, [VALUES, "/tmp/x/overrides.yaml"], 600)) == [
+        "helm", "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
+        "--values", VALUES, "--values", "/tmp/x/overrides.yaml", "--wait", "--timeout", "600s", *HELM_FLAGS,
+    ]  # fmt: skip
+    assert helm.argv(*helm.uninstall_argv("dask-gateway", 120)) == ["helm", "uninstall", "dask-gateway", "--wait", "--timeout", "120s", *HELM_FLAGS]
+    assert helm.argv("repo", "list", cluster=False) == ["helm", "repo", "list"]
+
+
+def test_values_file_is_private_and_removed():
+    with values_file({"gateway": {"x": 1}}) as path:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert "x: 1" in path.read_text()
+    assert not path.exists() and not path.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("v3.19.0+g3d8990f", (3, 19, 0)), ("v4.1.4+g05fa379", (4, 1, 4)), ("Client: v2.16.12+g47f0b88", (2, 16, 12)), ("", None)],
+)
+def test_parse_version(text, version):
+    assert parse_version(text) == version
+
+
+# ---------------------------------------------------------------- the tasks, with recording helm and kubectl
+
+
+class Fakes:
+    """helm and kubectl stand-ins (tests/fake_cli.py) that record every call."""
+
+    def __init__(self, folder: Path, monkeypatch):
+        self.folder = folder
+        self.scripts = {}
+        for name in ("helm", "kubectl"):
+            script = folder / f"fake-{name}"
+            script.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fake_cli.py"} {name} "$@"\n')
+            script.chmod(0o755)
+            self.scripts[name] = str(script)
+        monkeypatch.setenv("FAKE_CLI_DIR", str(folder))
+
+    def state(self, **values) -> None:
+        (self.folder / "state.json").write_text(json.dumps(values))
+
+    def read_state(self) -> dict:
+        return json.loads((self.folder / "state.json").read_text())
+
+    def calls(self, tool: str | None = None) -> list[dict]:
+        log = self.folder / "calls.jsonl"
+        lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return [line for line in lines if tool is None or line["tool"] == tool]
+
+    def argvs(self, tool: str) -> list[list[str]]:
+        return [call["argv"] for call in self.calls(tool)]
+
+    def context(self, **overrides) -> Context:
+        tools = {"tools": {"helm": self.scripts["helm"], "kubectl": self.scripts["kubectl"]}}
+        return Context(config=config(merge_values(tools, overrides)))
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch):
+    return Fakes(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def in_mode(monkeypatch):
+    """Make target detection answer with a target of the given mode, without any API call."""
+
+    def use(mode: str):
+        found = playbooks.target.local_target("test") if mode == "local" else target(mode, NS)
+        monkeypatch.setattr(playbooks.target, "_last", [])
+        monkeypatch.setattr(playbooks.target, "detect", lambda **_: found)
+        return found
+
+    return use
+
+
+def test_namespace_mode_refuses_before_any_helm_or_kubectl_call(fakes, in_mode, capsys):
+    in_mode("namespace")
+    with pytest.raises(Exit) as error:
+        gateway.up(fakes.context())
+    message = str(error.value.message)
+    assert "needs vCluster mode" in message and "CRDs and cluster roles" in message
+    assert "vCluster kubeconfig" in message and "\n" not in message
+    assert fakes.calls() == []
+    assert not (fakes.folder / "calls.jsonl").exists()
+
+
+def test_local_mode_refuses_up_and_has_nothing_to_remove(fakes, in_mode, capsys):
+    in_mode("local")
+    with pytest.raises(Exit, match="local mode has none: use the vCluster kubeconfig"):
+        gateway.up(fakes.context())
+    gateway.down(fakes.context())
+    gateway.status(fakes.context())
+    out = capsys.readouterr().out
+    assert out.count("local mode has no Kubernetes") == 2
+    assert fakes.calls() == []
+
+
+def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state()
+    gateway.up(fakes.context())
+    out = capsys.readouterr().out
+    helm_calls = fakes.calls("helm")
+    argvs = [call["argv"] for call in helm_calls]
+    assert argvs[:5] == [
+        ["version", "--short"],
+        ["repo", "list", "-o", "json"],
+        ["repo", "add", "dask", "https://helm.dask.org"],
+        [*LIST, *HELM_FLAGS],
+        ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
+    ]
+    upgrade = argvs[5]
+    temp = upgrade[9]
+    assert TMP_VALUES.match(temp)
+    assert upgrade == [
+        "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
+        "--values", VALUES, "--values", temp, "--wait", "--timeout", "600s", *HELM_FLAGS,
+    ]  # fmt: skip
+    assert len(argvs) == 6
+    assert helm_calls[5]["files"][temp]["mode"] == "0o600"
+    assert not Path(temp).exists() and not Path(temp).parent.exists()
+    assert "secretKeyRef" in helm_calls[5]["files"][temp]["text"]
+    # The Secret, then the CRDs (left over from an earlier install, helm would keep them
+    # old), went in by server-side apply before helm ran.
+    applies = [c for c in fakes.calls("kubectl") if c["argv"][len(KUBECTL_FLAGS)] == "apply"]
+    assert [a["argv"] for a in applies] == [
+        [*KUBECTL_FLAGS, "apply", "--server-side", "--field-manager=datalab-playbooks", "--force-conflicts", "-f", "-"]
+    ] * 2
+    assert "kind: Secret" in applies[0]["stdin"] and "app.kubernetes.io/managed-by: datalab-playbooks" in applies[0]["stdin"]
+    assert "kind: CustomResourceDefinition" in applies[1]["stdin"]
+    assert applies[1]["time"] < helm_calls[5]["time"]
+    password = fakes.read_state()["secret"]
+    assert len(password) >= 32
+    everything = json.dumps([c["argv"] for c in fakes.calls()]) + json.dumps([c["files"] for c in fakes.calls()]) + out
+    assert password not in everything
+    assert "address          http://traefik-dask-gateway.ws-frank-s1.svc:80" in out
+    assert "proxy address    gateway://traefik-dask-gateway.ws-frank-s1.svc:80" in out
+
+
+def test_upgrade_applies_the_crds_server_side_before_helm_upgrade(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state(repos={"dask": "https://helm.dask.org/"}, release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    gateway.up(fakes.context())
+    calls = fakes.calls()
+    order = [(c["tool"], c["argv"][len(KUBECTL_FLAGS)] if c["tool"] == "kubectl" else c["argv"][0]) for c in calls]
+    assert [a for a in (c["argv"] for c in calls if c["tool"] == "helm")][:6] == [
+        ["version", "--short"],
+        ["repo", "list", "-o", "json"],
+        ["search", "repo", "dask/dask-gateway", "--version", "2026.3.0", "-o", "json"],
+        [*LIST, *HELM_FLAGS],
+        ["get", "values", "dask-gateway", "-o", "json", *HELM_FLAGS],
+        ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
+    ]
+    crd_apply = next(i for i, c in enumerate(calls) if c["tool"] == "kubectl" and "CustomResourceDefinition" in (c["stdin"] or ""))
+    upgrade = next(i for i, c in enumerate(calls) if c["tool"] == "helm" and c["argv"][0] == "upgrade")
+    assert crd_apply < upgrade, order
+    assert "--server-side" in calls[crd_apply]["argv"] and "--force-conflicts" in calls[crd_apply]["argv"]
+    assert "daskclusters.gateway.dask.org" in calls[crd_apply]["stdin"]
+    assert fakes.read_state()["secret"] == KNOWN_PASSWORD, "the existing password is reused"
+    assert KNOWN_PASSWORD not in capsys.readouterr().out
+
+
+def test_unchanged_release_is_not_upgraded(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    deployed = merge_values(gateway.file_values(), extra())
+    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=deployed, secret=KNOWN_PASSWORD, diff_exit=0)
+    gateway.up(fakes.context())
+    assert not any(a[0] in ("upgrade", "show") for a in fakes.argvs("helm"))
+    assert "no change" in capsys.readouterr().out
+
+
+def test_local_chart_directory_needs_no_repository(fakes, in_mode, tmp_path):
+    in_mode("vcluster")
+    chart = tmp_path / "dask-gateway"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n")
+    fakes.state(release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    gateway.up(fakes.context(), chart=str(chart), timeout="300")
+    argvs = fakes.argvs("helm")
+    assert not any(a[0] in ("repo", "search") for a in argvs)
+    assert ["show", "crds", str(chart)] in argvs
+    upgrade = next(a for a in argvs if a[0] == "upgrade")
+    assert upgrade[:8] == ["upgrade", "--install", "dask-gateway", str(chart), "--values", VALUES, "--values", upgrade[7]]
+    assert upgrade[8:] == ["--wait", "--timeout", "300s", *HELM_FLAGS]
+
+
+def test_oci_reference_needs_no_repository(fakes, in_mode):
+    in_mode("vcluster")
+    ref = "oci://registry.example/charts/dask-gateway"
+    fakes.state(release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    gateway.up(fakes.context(), chart=ref)
+    argvs = fakes.argvs("helm")
+    assert not any(a[0] in ("repo", "search") for a in argvs)
+    assert ["show", "crds", ref, "--version", "2026.3.0"] in argvs
+    upgrade = next(a for a in argvs if a[0] == "upgrade")
+    assert upgrade[:6] == ["upgrade", "--install", "dask-gateway", ref, "--version", "2026.3.0"]
+
+
+def test_dry_run_prints_argv_and_values_and_changes_nothing(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state(release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    gateway.up(fakes.context(), dry_run=True)
+    out = capsys.readouterr().out
+    helm = fakes.scripts["helm"]
+    assert f"$ {helm} repo add dask https://helm.dask.org" in out
+    assert (
+        f"$ {helm} upgrade --install dask-gateway dask/dask-gateway --version 2026.3.0 --values {VALUES} "
+        f"--values OVERRIDES.yaml --wait --timeout 600s {' '.join(HELM_FLAGS)}"
+    ) in out
+    assert "type: ClusterIP" in out and "secretKeyRef" in out
+    assert "the chart's 2 CRDs: daskclusters.gateway.dask.org, ingressroutes.traefik.io" in out
+    assert KNOWN_PASSWORD not in out and base64.b64encode(KNOWN_PASSWORD.encode()).decode() not in out
+    assert "password: <redacted>" in out  # the Secret, as kubectl would apply it
+    writes = [a for a in fakes.argvs("helm") if a[0] in ("upgrade", "uninstall") or a[:2] == ["repo", "add"]]
+    writes += [a for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS)] in ("apply", "delete", "diff")]
+    assert writes == []
+    assert KNOWN_PASSWORD not in json.dumps(fakes.argvs("helm") + fakes.argvs("kubectl"))
+
+
+def test_failed_install_prints_evidence_and_one_line(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state(repos={"dask": "https://helm.dask.org"}, upgrade_error="UPGRADE FAILED: context deadline exceeded")
+    with pytest.raises(Exit) as error:
+        gateway.up(fakes.context())
+    message = str(error.value.message)
+    assert "context deadline exceeded" in message and "see the evidence above" in message and "\n" not in message
+    out = capsys.readouterr().out
+    assert "--- pods: kubectl get pods -l app.kubernetes.io/name=dask-gateway,app.kubernetes.io/instance=dask-gateway" in out
+
+
+def test_progress_is_shown_while_helm_waits(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state(repos={"dask": "https://helm.dask.org"}, upgrade_seconds=2.5)
+    gateway.up(fakes.context())
+    out = capsys.readouterr().out
+    assert re.search(r"dask-gateway: 0/1 pods ready; api-dask-gateway-1 ContainerCreating \[\d+s/600s\]", out), out
+
+
+def test_old_or_missing_helm_is_refused_before_any_write(fakes, in_mode):
+    in_mode("vcluster")
+    fakes.state(helm_version="v3.7.2+g663a896")
+    with pytest.raises(Exit, match=r"helm 3\.7\.2, older than 3\.8: install helm 3\.8\+ or set tools\.helm"):
+        gateway.up(fakes.context())
+    assert fakes.argvs("helm") == [["version", "--short"]]
+    assert fakes.argvs("kubectl") == []
+    with pytest.raises(Exit, match=r"helm-not-installed not found: install helm 3\.8\+ or set tools\.helm"):
+        gateway.up(fakes.context(tools={"helm": "helm-not-installed"}))
+
+
+def test_repository_name_taken_by_another_url_is_refused(fakes, in_mode):
+    in_mode("vcluster")
+    fakes.state(repos={"dask": "https://charts.example/dask"})
+    with pytest.raises(Exit, match=re.escape("points to https://charts.example/dask, not https://helm.dask.org")):
+        gateway.up(fakes.context())
+
+
+def test_down_when_nothing_is_installed_says_so(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state()
+    gateway.down(fakes.context())
+    assert "dask-gateway: nothing installed in namespace ws-frank-s1" in capsys.readouterr().out
+    assert not any(a[0] == "uninstall" for a in fakes.argvs("helm"))
+    assert not any(a[len(KUBECTL_FLAGS)] == "delete" for a in fakes.argvs("kubectl"))
+
+
+def test_down_uninstalls_and_removes_the_secret_but_keeps_crds(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD, crds=["daskclusters.gateway.dask.org"])
+    gateway.down(fakes.context())
+    assert [*gateway.Helm(target("vcluster")).uninstall_argv("dask-gateway", 600), *HELM_FLAGS] in fakes.argvs("helm")
+    deletes = [a[len(KUBECTL_FLAGS):] for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS)] == "delete"]
+    assert deletes[0][:4] == ["delete", "daskclusters.gateway.dask.org", "-l", "gateway.dask.org/instance=dask-gateway"]
+    assert deletes[1][:2] == ["delete", "secret/dask-gateway-password"]
+    assert not any("customresourcedefinition" in " ".join(d) for d in deletes)
+    assert "kept the chart's CRDs" in capsys.readouterr().out
+
+
+def test_down_purge_deletes_the_chart_crds(fakes, in_mode):
+    in_mode("vcluster")
+    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, secret=KNOWN_PASSWORD,
+                crds=["daskclusters.gateway.dask.org", "ingressroutes.traefik.io"])  # fmt: skip
+    gateway.down(fakes.context(), purge=True)
+    last = fakes.argvs("kubectl")[-1][len(KUBECTL_FLAGS):]
+    assert last[:4] == [
+        "delete",
+        "secret/dask-gateway-password",
+        "customresourcedefinition.apiextensions.k8s.io/daskclusters.gateway.dask.org",
+        "customresourcedefinition.apiextensions.k8s.io/ingressroutes.traefik.io",
+    ]
+
+
+def test_status_prints_the_password_only_when_asked(fakes, in_mode, capsys):
+    in_mode("vcluster")
+    fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD)
+    gateway.status(fakes.context())
+    out = capsys.readouterr().out
+    assert "release deployed, chart dask-gateway-2026.3.0, revision 3" in out
+    assert "1/1 pods ready" in out
+    assert KNOWN_PASSWORD not in out and "--show-password" in out
+    gateway.status(fakes.context(), show_password=True)
+    assert KNOWN_PASSWORD in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the smoke check against a real gateway
+
+
+async def _clusters(address: str, proxy: str) -> list:
+    from dask_gateway import BasicAuth, Gateway
+
+    async with Gateway(address, proxy_address=proxy, auth=BasicAuth("datalab-smoke", KNOWN_PASSWORD), asynchronous=True) as gw:
+        return await gw.list_clusters()
+
+
+def _leftover_pids(folder: Path) -> list[int]:
+    """Schedulers and workers the local backend started (their working directory is under folder)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(folder) in os.readlink(proc / "cwd"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def start_gateway(folder: Path, password: str | None):
+    """A real dask-gateway-server: local-process backend, simple auth, every port on 127.0.0.1."""
+    pytest.importorskip("dask_gateway_server", reason="dask-gateway-server[local]==2026.3.0 (test extra) is not installed")
+    port = free_port()
+    clusters = folder / "clusters"
+    clusters.mkdir()
+    settings = [
+        'c.DaskGateway.address = "127.0.0.1:0"',
+        f'c.Proxy.address = "127.0.0.1:{port}"',
+        'c.DaskGateway.backend_class = "tests.gateway_local.LoopbackBackend"',
+        'c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"',
+        f"c.LocalBackend.clusters_directory = {str(clusters)!r}",
+        "c.LocalBackend.sigint_timeout = 3",
+        "c.LocalBackend.sigterm_timeout = 3",
+        # distributed 2026.8 has no dask-scheduler / dask-worker commands.
+        f"c.LocalClusterConfig.scheduler_cmd = [{tool('dask')!r}, 'scheduler']",
+        f"c.LocalClusterConfig.worker_cmd = [{tool('dask')!r}, 'worker']",
+        'c.LocalClusterConfig.worker_memory = "512M"',
+        "c.LocalClusterConfig.worker_threads = 1",
+    ]
+    if password is not None:
+        settings.append(f"c.SimpleAuthenticator.password = {password!r}")
+    (folder / "config.py").write_text("\n".join(settings) + "\n")
+    env = {**os.environ, **QUIET_ENV, "PYTHONPATH": str(ROOT)}
+    log = folder / "gateway.log"
+    process = start([tool("dask-gateway-server"), "--config", str(folder / "config.py")], env, log, cwd=folder)
+    address = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{address}/api/health"), 60, "dask-gateway-server", process, log)
+    except BaseException:
+        stop_gateway(process, clusters)
+        raise
+    return process, address, f"gateway://127.0.0.1:{port}", clusters
+
+
+def stop_gateway(process, clusters: Path) -> None:
+    stop_group(process.pid, grace=20)
+    for pid in _leftover_pids(clusters):  # each runs in its own session: stop its group
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture(scope="module")
+def gateway_server(tmp_path_factory):
+    process, address, proxy, clusters = start_gateway(tmp_path_factory.mktemp("gateway"), KNOWN_PASSWORD)
+    yield address, proxy, clusters
+    stop_gateway(process, clusters)
+
+
+@pytest.mark.slow
+def test_smoke_check_passes_and_leaves_no_cluster(gateway_server):
+    address, proxy, clusters = gateway_server
+    report = run_check(address, proxy, KNOWN_PASSWORD, timeout=120)
+    assert report.ok, report.render()
+    assert [s.name for s in report.steps] == [
+        "import client", "connect", "password enforced", "create cluster", "scale to 2 workers", "compute", "shut down",
+    ]  # fmt: skip
+    assert report.steps[5].detail.startswith("= 5050")
+    assert asyncio.run(_clusters(address, proxy)) == []
+    wait_until(lambda: not _leftover_pids(clusters), 30, "scheduler and worker processes to exit")
+
+
+@pytest.mark.slow
+def test_smoke_task_reaches_traefik_through_a_port_forward(gateway_server, fakes, in_mode, capsys, monkeypatch):
+    """gateway.smoke and the root smoke's entry: labels, password Secret, port-forward, then the real check."""
+    address, _, _ = gateway_server
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    found = in_mode("vcluster")
+    fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD, forward_port=int(address.rpartition(":")[2]))
+    gateway.smoke(fakes.context())
+    out = capsys.readouterr().out
+    assert f"dask-gateway: checking http://127.0.0.1:{address.rpartition(':')[2]} via port-forward to service/traefik-dask-gateway" in out
+    assert "dask-gateway: PASS" in out and KNOWN_PASSWORD not in out
+    forwards = [a[len(KUBECTL_FLAGS):] for a in fakes.argvs("kubectl") if "port-forward" in a]
+    assert forwards == [["port-forward", "--address", "127.0.0.1", "service/traefik-dask-gateway", ":80"]]
+    kubectl = playbooks.deploy.kubectl_for(fakes.context(), found)
+    assert SMOKE_CHECKS["gateway"] is gateway.smoke_reports
+    fakes.state()
+    assert gateway.smoke_reports(fakes.context(), found, kubectl) == []
+
+
+@pytest.mark.slow
+def test_wrong_password_fails_at_connect(gateway_server):
+    address, proxy, _ = gateway_server
+    report = run_check(address, proxy, "not-the-password", timeout=30)
+    assert not report.ok
+    assert report.failure.startswith("connect: the gateway refused the password (401)")
+
+
+@pytest.mark.slow
+def test_gateway_without_a_password_fails_the_check(tmp_path):
+    """The check proves auth is on: a server that lets any password in must fail it."""
+    process, address, proxy, clusters = start_gateway(tmp_path, password=None)
+    try:
+        report = run_check(address, proxy, "anything", timeout=30)
+    finally:
+        stop_gateway(process, clusters)
+    assert not report.ok
+    assert report.failure.startswith("password enforced: a wrong password was accepted")
+
+
+def test_no_gateway_is_a_clear_failure():
+    port = free_port()
+    report = run_check(f"http://127.0.0.1:{port}", f"gateway://127.0.0.1:{port}", "x", timeout=10)
+    assert not report.ok
+    assert report.failure == f"connect: no gateway answers at http://127.0.0.1:{port}"
