@@ -6,10 +6,10 @@ from playbooks import cluster, root
 from playbooks.defaults import DEFAULTS
 from playbooks.services import dask, gateway, mlflow, storage
 
-ns = Collection(root.target, root.smoke)
+ns = Collection(root.target, root.up, root.down, root.status, root.smoke)
 ns.add_collection(mlflow.ns)
-ns.add_collection(gateway.ns)
 ns.add_collection(dask.ns)
+ns.add_collection(gateway.ns)
 ns.add_collection(storage.ns)
 ns.add_collection(cluster.ns)
 ns.configure(DEFAULTS)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
+from playbooks import quota
 from playbooks.errors import PlaybookError
 from playbooks.kube import Kubectl
 from playbooks.render import (
@@ -17,6 +18,7 @@ from playbooks.render import (
     selector_labels,
 )
 from playbooks.target import Target, target_from_config
+from playbooks.together import run_all
 
 _announced: set[Target] = set()
 
@@ -76,30 +78,41 @@ def check_access(target: Target, docs: list[dict], verbs: tuple[str, ...] = ("cr
         )
 
 
+def check_quota(kubectl: Kubectl, docs: list[dict]) -> None:
+    """Refuse before the first write if the namespace's quotas cannot take what docs add."""
+    result = kubectl.run("get", "resourcequotas", "-o", "json", timeout=30, check=False)
+    if not result.ok:
+        kubectl.out(f"quota: not checked ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no answer'})")
+        return
+    quotas = json.loads(result.stdout or "{}").get("items", [])
+    if quotas:
+        quota.check(quotas, docs, kubectl.live(docs), kubectl.target.namespace)
+
+
 def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
     """Apply every plan, then wait for all of them together: wall time ~ the slowest."""
     for plan in plans:
         for note in plan.notes:
             kubectl.out(f"{plan.instance}: {note}")
-    for plan in plans:
-        changed = kubectl.apply(plan.docs)
-        if not kubectl.dry_run:
-            kubectl.out(f"{plan.instance}: {'applied changes' if changed else 'no change'}")
     if kubectl.dry_run:
+        for plan in plans:
+            kubectl.apply_now(plan.docs)
         return
+    changed = {id(plan) for plan in plans if kubectl.differs(plan.docs)}
+    if changed:
+        check_quota(kubectl, [doc for plan in plans if id(plan) in changed for doc in plan.docs])
+    for plan in plans:
+        if id(plan) in changed:
+            kubectl.apply_now(plan.docs)
+        kubectl.out(f"{plan.instance}: {'applied changes' if id(plan) in changed else 'no change'}")
     waits = [(plan, name) for plan in plans for name in plan.deployments]
-    if len(waits) == 1:
-        plan, name = waits[0]
-        kubectl.wait_for_deployment(name, plan.selector, plan.timeout, label=plan.instance)
-        return
-    with ThreadPoolExecutor(max_workers=len(waits)) as pool:
-        futures = [
-            pool.submit(kubectl.wait_for_deployment, name, plan.selector, plan.timeout, f"{plan.instance}/{name}")
+    run_all(
+        {
+            f"{plan.instance}/{name}": partial(kubectl.wait_for_deployment, name, plan.selector, plan.timeout, label)
             for plan, name in waits
-        ]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]
+            for label in [plan.instance if len(waits) == 1 else f"{plan.instance}/{name}"]
+        }
+    )
 
 
 def tear_down(

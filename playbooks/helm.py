@@ -158,6 +158,10 @@ class Helm:
             return PlaybookError(
                 f"helm {what}: {message}; an earlier run was interrupted: run `helm rollback` or the service's `down`, then `up` again"
             )
+        if args and args[0] in ("repo", "pull", "show"):
+            return PlaybookError(
+                f"helm {what}: cannot get the chart ({message}); give --chart a local chart directory or an oci:// reference"
+            )
         if "cluster unreachable" in message or re.search(r"connection refused|no such host|i/o timeout", message):
             return PlaybookError(f"helm {what}: cannot reach the Kubernetes API at {self.target.server}: {message}")
         if "forbidden" in message.lower():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from playbooks.errors import PlaybookError
 from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, ApiUnreachable, Kubectl
+from playbooks.together import pause
 
 NO_POD = "no pod yet"
 
@@ -71,7 +72,7 @@ def wait_for_job(kubectl: Kubectl, job: str, selector: str, timeout: float, labe
             kubectl.out(f"{label}: job not finished within {timeout:.0f}s; evidence follows")
             kubectl.print_evidence(selector)
             raise PlaybookError(f"job {job} did not finish within {timeout:.0f}s (see the evidence above); fix the cause or raise the timeout")
-        time.sleep(min(POLL_SECONDS, max(deadline - now, 0.1)))
+        pause(min(POLL_SECONDS, max(deadline - now, 0.1)))
 
 
 def _why_no_pod(kubectl: Kubectl, job: str) -> str | None:

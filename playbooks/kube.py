@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from playbooks.errors import PlaybookError
 from playbooks.render import redacted, to_yaml
 from playbooks.target import Target
+from playbooks.together import pause
 
 Printer = Callable[[str], None]
 HEARTBEAT_SECONDS = 15
@@ -128,20 +129,38 @@ class Kubectl:
 
     # ------------------------------------------------------------ objects
 
+    def _apply_flags(self) -> list[str]:
+        return ["--server-side", f"--field-manager={self.field_manager}", "--force-conflicts", "-f", "-"]
+
+    def differs(self, docs: list[dict], timeout: float = 120) -> bool:
+        """Whether a server-side apply of docs would change anything (a server-side dry run)."""
+        diff = self.run("diff", *self._apply_flags(), stdin=to_yaml(docs), timeout=timeout, check=False)
+        if diff.exit_code not in (0, 1):
+            raise self.failure(("diff",), diff)
+        return diff.exit_code == 1
+
+    def apply_now(self, docs: list[dict], timeout: float = 120) -> None:
+        if self.dry_run:
+            self.show("apply", *self._apply_flags(), stdin_docs=docs)
+            return
+        self.run("apply", *self._apply_flags(), stdin=to_yaml(docs), timeout=timeout)
+
     def apply(self, docs: list[dict], timeout: float = 120) -> bool:
         """Server-side apply of docs; returns whether anything changed."""
-        body = to_yaml(docs)
-        common = ["--server-side", f"--field-manager={self.field_manager}", "--force-conflicts", "-f", "-"]
         if self.dry_run:
-            self.show("apply", *common, stdin_docs=docs)
+            self.apply_now(docs)
             return False
-        diff = self.run("diff", *common, stdin=body, timeout=timeout, check=False)
-        if diff.exit_code == 0:
+        if not self.differs(docs, timeout):
             return False
-        if diff.exit_code != 1:
-            raise self.failure(("diff",), diff)
-        self.run("apply", *common, stdin=body, timeout=timeout)
+        self.apply_now(docs, timeout)
         return True
+
+    def live(self, docs: list[dict]) -> list[dict]:
+        """The live versions of the objects in docs that exist."""
+        names = [f"{doc['kind'].lower()}/{doc['metadata']['name']}" for doc in docs]
+        result = self.run("get", *names, "-o", "json", "--ignore-not-found", timeout=30)
+        state = json.loads(result.stdout or "{}")
+        return state.get("items", [state] if state.get("kind") not in (None, "List") else [])
 
     def names(self, kinds: list[str], selector: str) -> list[str]:
         """kind/name of every object of these kinds that carries the labels."""
@@ -196,7 +215,7 @@ class Kubectl:
                     f"{label} was not ready within {timeout:.0f}s (see the evidence above); "
                     "fix the cause or raise the timeout"
                 )
-            time.sleep(min(POLL_SECONDS, max(deadline - now, 0.1)))
+            pause(min(POLL_SECONDS, max(deadline - now, 0.1)))
 
     def print_evidence(self, selector: str) -> None:
         """Pods, events and logs of what carries the labels: what anyone would look at first."""

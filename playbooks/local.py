@@ -9,10 +9,12 @@ to another program), and restarts a process whose inputs changed or that does no
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,9 +41,7 @@ class Process:
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
     def healthy(self) -> bool:
-        if self.health_url:
-            return http_ok(self.health_url)
-        return self.health_port is not None and tcp_ok("127.0.0.1", self.health_port)
+        return _answers(self.health_url, self.health_port)
 
 
 def state_root(c) -> Path:
@@ -61,10 +61,13 @@ def tool(name: str) -> str:
     return found
 
 
-def choose_port(given, configured=None, previous: dict | None = None) -> int:
-    """The given port, else the running process's, else its last one if still free, else a free one."""
-    if previous and previous.get("ports", {}).get("http"):
-        recorded = int(previous["ports"]["http"])
+def choose_port(given, configured=None, previous: dict | None = None, key: str = "http") -> int:
+    """The given port, else the running process's, else its last one if still free, else a free one.
+
+    key names the port in the process's recorded ports (a process may have several).
+    """
+    if previous and previous.get("ports", {}).get(key):
+        recorded = int(previous["ports"][key])
         if given and str(given) == str(recorded) and alive(previous):
             return recorded
         if not given and (alive(previous) or not tcp_ok("127.0.0.1", recorded)):
@@ -180,17 +183,25 @@ def ensure(c, service: str, process: Process, ports: dict, timeout: float, out=p
 
 
 def _healthy_state(state: dict) -> bool:
-    if state.get("health_url"):
-        return http_ok(state["health_url"])
-    return state.get("health_port") is not None and tcp_ok("127.0.0.1", state["health_port"])
+    return _answers(state.get("health_url"), state.get("health_port"))
+
+
+def _answers(url: str | None, port: int | None) -> bool:
+    """The HTTP check, else the TCP check; a process that declares neither is healthy while it runs."""
+    if url:
+        return http_ok(url)
+    if port is not None:
+        return tcp_ok("127.0.0.1", port)
+    return True
 
 
 def _wait_healthy(process: Process, child, log: Path, timeout: float, label: str, out) -> None:
     start_time = time.monotonic()
     last = start_time
     while time.monotonic() - start_time < timeout:
-        if process.healthy():
-            out(f"{label}: ready after {time.monotonic() - start_time:.0f}s (pid {child.pid})")
+        if process.healthy() and child.poll() is None:
+            what = "ready after" if process.health_url or process.health_port else "started in"
+            out(f"{label}: {what} {time.monotonic() - start_time:.0f}s (pid {child.pid})")
             return
         if child.poll() is not None:
             break
@@ -206,24 +217,27 @@ def _wait_healthy(process: Process, child, log: Path, timeout: float, label: str
 
 
 def processes(c, service: str) -> dict[str, dict]:
-    """The recorded processes of a service: name -> state."""
+    """The recorded processes of a service: name -> state (other JSON files in the folder, such as
+    storage's credentials.json, are not process states)."""
     folder = service_dir(c, service)
     if not folder.is_dir():
         return {}
-    return {p.stem: read_state(p) or {} for p in sorted(folder.glob("*.json"))}
+    states = {p.stem: read_state(p) or {} for p in sorted(folder.glob("*.json"))}
+    return {name: state for name, state in states.items() if state.get("corrupt") or "pid" in state}
 
 
 def stop(c, service: str, names: list[str] | None = None, grace: float = 10.0, out=print) -> list[str]:
     """Stop the service's processes (or the named ones) by process group; forget their state."""
-    stopped = []
-    for name, state in processes(c, service).items():
-        if names is not None and name not in names:
-            continue
-        if alive(state):
-            stop_group(int(state["pid"]), grace)
-            stopped.append(f"{name} (pid {state['pid']})")
+    chosen = {name: state for name, state in processes(c, service).items() if names is None or name in names}
+    running = {name: int(state["pid"]) for name, state in chosen.items() if alive(state)}
+    for pid in running.values():  # TERM them all first: their shutdowns overlap
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    for pid in running.values():
+        stop_group(pid, grace)
+    for name in chosen:
         (service_dir(c, service) / f"{name}.json").unlink(missing_ok=True)
-    return stopped
+    return [f"{name} (pid {pid})" for name, pid in running.items()]
 
 
 def health(state: dict) -> str:

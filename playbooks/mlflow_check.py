@@ -74,6 +74,7 @@ def round_trip(
     bucket: str | None = None,
     prefix: str = "",
     service: str = "mlflow",
+    local_root: str | Path | None = None,
 ) -> Report:
     """Run the check; the report says which step failed and why. Never raises for a failed check."""
     report = Report(service)
@@ -81,13 +82,13 @@ def round_trip(
     text = f"datalab-playbooks smoke {token}\n"
     with client_environment():
         try:
-            _steps(report, tracking_uri, s3, bucket, prefix, token, text)
+            _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root)
         except CheckFailed:
             pass
     return report
 
 
-def _steps(report, tracking_uri, s3, bucket, prefix, token, text) -> None:
+def _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root) -> None:
     with report.step("import client"):
         from mlflow import MlflowClient
         from mlflow.artifacts import download_artifacts
@@ -138,6 +139,14 @@ def _steps(report, tracking_uri, s3, bucket, prefix, token, text) -> None:
             raise CheckFailed("the artifact read back differs from the one logged")
         info["detail"] = "param, metric and artifact match"
 
+    if local_root is not None:
+        with report.step("artifact on disk") as info:
+            _, key = artifact_key(data.info.artifact_uri, "", "", ARTIFACT)
+            path = Path(local_root) / key
+            if not path.is_file() or path.read_text() != text:
+                raise CheckFailed(f"{path} does not hold the artifact logged")
+            info["detail"] = str(path)
+        return
     if s3 is None or bucket is None:
         report.skip("artifact in bucket", "no S3 credentials at hand")
         return

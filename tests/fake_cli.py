@@ -121,8 +121,13 @@ def kubectl(argv: list[str], state: dict, stdin: str | None) -> int:
             items = [{"kind": "Service", "metadata": {"name": "traefik-dask-gateway", "labels": labels}}]
         print(json.dumps({"kind": "List", "items": items}))
     elif args[0] == "get" and args[1] == "customresourcedefinitions.apiextensions.k8s.io":
-        for name in state.get("crds", []):
-            print(f"customresourcedefinition.apiextensions.k8s.io/{name}")
+        if "json" in args:
+            managed = [{"manager": "datalab-playbooks", "operation": "Apply"}]
+            items = [{"kind": "CustomResourceDefinition", "metadata": {"name": n, "managedFields": managed}} for n in state.get("crds", [])]
+            print(json.dumps({"kind": "List", "items": items}))
+        else:
+            for name in state.get("crds", []):
+                print(f"customresourcedefinition.apiextensions.k8s.io/{name}")
     elif args[0] == "get" and args[1] == "pods":
         ready = "True" if state.get("release") else "False"
         pod = {

@@ -1,12 +1,5 @@
-"""A dask-gateway-server backend for the tests: local processes, listening on 127.0.0.1 only.
+"""The dask-gateway-server backend the tests use: the one local mode ships (playbooks.gateway_backend)."""
 
-Imported by the server process the tests start (its --config names this class).
-"""
+from playbooks.gateway_backend import LoopbackBackend
 
-from dask_gateway_server.backends.local import UnsafeLocalBackend
-
-
-class LoopbackBackend(UnsafeLocalBackend):
-    """UnsafeLocalBackend (no per-user separation) whose schedulers and workers bind 127.0.0.1."""
-
-    default_host = "127.0.0.1"
+__all__ = ["LoopbackBackend"]

@@ -19,6 +19,7 @@ from invoke.exceptions import Exit
 
 import playbooks.deploy
 import playbooks.target
+from playbooks.defaults import DEFAULTS
 from playbooks.gateway_check import run_check
 from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
@@ -271,15 +272,20 @@ def test_namespace_mode_refuses_before_any_helm_or_kubectl_call(fakes, in_mode, 
     assert not (fakes.folder / "calls.jsonl").exists()
 
 
-def test_local_mode_refuses_up_and_has_nothing_to_remove(fakes, in_mode, capsys):
+def test_local_mode_runs_no_helm_or_kubectl(fakes, in_mode, capsys, tmp_path):
+    """Local mode runs the server as a process (tests/test_local_dask_gateway.py); with none running, it says so."""
     in_mode("local")
-    with pytest.raises(Exit, match="local mode has none: use the vCluster kubeconfig"):
-        gateway.up(fakes.context())
-    gateway.down(fakes.context())
-    gateway.status(fakes.context())
+    context = fakes.context(local={**DEFAULTS["local"], "state_dir": str(tmp_path / "state")})
+    with pytest.raises(Exit, match="--dry-run is for the cluster modes"):
+        gateway.up(context, dry_run=True)
+    gateway.down(context)
+    gateway.status(context)
+    with pytest.raises(Exit, match=r"Dask Gateway is not running on this machine: run `invoke gateway.up`"):
+        gateway.smoke(context)
     out = capsys.readouterr().out
-    assert out.count("local mode has no Kubernetes") == 2
+    assert "gateway: nothing running" in out and "gateway: not running" in out
     assert fakes.calls() == []
+    assert not (tmp_path / "state").exists()
 
 
 def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, in_mode, capsys):

@@ -123,3 +123,18 @@ def test_port_already_taken_is_one_line(workdir):
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: port {port} is already taken on 127.0.0.1: pick another port or leave it out"
     assert not (workdir / ".playbooks/local/storage/storage.json").exists()
+
+
+def test_mlflow_without_object_storage_keeps_artifacts_on_disk(workdir):
+    up = run(workdir, "mlflow.up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "a local folder (no object storage configured)" in up.stdout
+    smoke = run(workdir, "mlflow.smoke")
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    line = next(line for line in smoke.stdout.splitlines() if "artifact on disk" in line)
+    path = Path(line.split()[-1])
+    assert line.strip().startswith("ok") and path.is_file() and path.is_relative_to(workdir)
+    record = state(workdir, "mlflow")
+    purge = run(workdir, "mlflow.down", "--purge")
+    assert purge.returncode == 0 and gone(record["pid"])
+    assert not (workdir / ".playbooks/local/mlflow").exists()

@@ -1,4 +1,7 @@
-"""Dask: a scheduler (with its dashboard) and a Deployment of workers sized to their limits."""
+"""Dask: a scheduler (with its dashboard) and a Deployment of workers sized to their limits.
+
+Local mode: the same tasks run `dask scheduler` and `dask worker` processes (dask_local).
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from playbooks.render import (
     selector_labels,
 )
 from playbooks.report import Report, Step
-from playbooks.target import Target, validate_namespace
+from playbooks.services import dask_local
+from playbooks.target import Target, local_from_config, validate_namespace
 
 SERVICE = "dask"
 SMOKE = "dask-smoke"
@@ -51,7 +55,7 @@ INSTANCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,51}[a-z0-9])?$")
 
 TARGET_HELP = {
     "namespace": "Namespace to act in (default: SESSION_NAMESPACE, then the kubeconfig context's).",
-    "mode": "namespace or vcluster; overrides detection.",
+    "mode": "namespace, vcluster or local; overrides detection.",
 }
 NAME_HELP = "Name of the cluster and prefix of its objects (default: dask)."
 
@@ -62,10 +66,7 @@ NAME_HELP = "Name of the cluster and prefix of its objects (default: dask)."
 def cluster_target(c, namespace=None, mode=None) -> Target:
     target = resolve_target(c, namespace, mode)
     if target.local:
-        raise PlaybookError(
-            "Dask runs on Kubernetes here and local mode has none: point KUBECONFIG at a cluster, "
-            "or start `dask scheduler` and `dask worker` on this machine yourself"
-        )
+        raise PlaybookError("this needs a Kubernetes cluster and local mode has none: point KUBECONFIG at a cluster")
     return target
 
 
@@ -245,11 +246,21 @@ def plan_up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, nam
         "worker-memory": "Memory limit of each worker, e.g. 448Mi or 1Gi; the worker's --memory-limit follows.",
         "name": NAME_HELP,
         "dry-run": "Print the manifests and commands; change nothing.",
+        "port": "Local mode: the scheduler's port on 127.0.0.1 (default: a free one).",
         **TARGET_HELP,
     }
 )
-def up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None, dry_run=False):
+def up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None, dry_run=False, port=None):
     """Deploy a Dask scheduler and workers, and wait until all are ready."""
+    if local_from_config(c, mode):
+        _instance(c, name)
+        if workers is not None:
+            worker_count(workers)
+        resolve_target(c, namespace, mode)
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        dask_local.up(c, workers, worker_memory, port, worker_cpu)
+        return
     target, plan = plan_up(c, workers, worker_cpu, worker_memory, name, namespace, mode)
     apply_plans(kubectl_for(c, target, dry_run), [plan])
     if not dry_run:
@@ -262,7 +273,7 @@ def down(c, name=None, namespace=None, mode=None, dry_run=False):
     instance = _instance(c, name)
     target = resolve_target(c, namespace, mode)
     if target.local:
-        print(f"{instance}: nothing deployed (local mode has no Kubernetes)")
+        dask_local.down(c)
         return
     kubectl = kubectl_for(c, target, dry_run)
     tear_down(kubectl, SERVICE, instance, purge=False)
@@ -282,7 +293,10 @@ def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
     count = worker_count(workers, "the worker count")
     instance = _instance(c, name)
     timeout = _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
-    target = cluster_target(c, namespace, mode)
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        dask_local.scale(c, count)
+        return
     kubectl = kubectl_for(c, target, dry_run)
     if "worker" not in _deployments(kubectl, instance):
         raise PlaybookError(f"dask {instance!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
@@ -326,7 +340,7 @@ def status(c, name=None, namespace=None, mode=None):
     instance = _instance(c, name) if name else None
     target = resolve_target(c, namespace, mode)
     if target.local:
-        print(f"{instance or SERVICE}: not deployed (local mode has no Kubernetes)")
+        dask_local.status(c)
         return
     kubectl = kubectl_for(c, target)
     instances = [instance] if instance else deployed_instances(kubectl, SERVICE)
@@ -344,9 +358,15 @@ def status(c, name=None, namespace=None, mode=None):
 
 @task(help={"name": NAME_HELP, **TARGET_HELP})
 def dashboard(c, name=None, namespace=None, mode=None):
-    """Forward the Dask dashboard to this machine and print its URL; runs until Ctrl-C."""
+    """Forward the Dask dashboard to this machine and print its URL; runs until Ctrl-C (local mode: print the URL)."""
     instance = _instance(c, name)
-    target = cluster_target(c, namespace, mode)
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        url = dask_local.dashboard_url(c)
+        if url is None:
+            raise PlaybookError("the local Dask scheduler is not running: run `invoke dask.up` first")
+        print(f"dask: dashboard at {url}")
+        return
     kubectl = kubectl_for(c, target)
     if "scheduler" not in _deployments(kubectl, instance):
         raise PlaybookError(f"dask {instance!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
@@ -419,6 +439,8 @@ def smoke_reports(c, target: Target, kubectl: Kubectl, name: str | None = None, 
     """Check every deployed Dask cluster (or the one named); from here, or from a Job in the cluster."""
     from playbooks.dask_check import run_check
 
+    if target.local:
+        return dask_local.smoke_reports(c, timeout)
     seconds = _seconds(timeout if timeout is not None else c.config.dask.smoke_timeout, "--timeout" if timeout is not None else "dask.smoke_timeout")
     instances = [name] if name else deployed_instances(kubectl, SERVICE)
     reports = []
@@ -453,14 +475,30 @@ def smoke(c, name=None, in_cluster=False, timeout=None, namespace=None, mode=Non
     instance = _instance(c, name) if name else None
     if timeout is not None:
         _seconds(timeout, "--timeout")
-    target = cluster_target(c, namespace, mode)
-    kubectl = kubectl_for(c, target)
+    target = resolve_target(c, namespace, mode)
+    if target.local and in_cluster:
+        raise PlaybookError("--in-cluster needs a Kubernetes cluster and local mode has none: leave --in-cluster out")
+    kubectl = None if target.local else kubectl_for(c, target)
     reports = smoke_reports(c, target, kubectl, instance, in_cluster=in_cluster, timeout=timeout)
     if not reports:
-        raise PlaybookError(f"dask is not deployed in namespace {target.namespace}: run `invoke dask.up`")
+        where = "running on this machine" if target.local else f"deployed in namespace {target.namespace}"
+        raise PlaybookError(f"dask is not {where}: run `invoke dask.up`")
     failed = [r for r in reports if not r.ok]
     if failed:
         raise PlaybookError(f"smoke check failed: {failed[0].failure}")
 
 
-ns = Collection(SERVICE, up, down, status, scale, dashboard, smoke)
+@task(help={"lines": "How many lines from the end (default: 50).", "name": "Name of the cluster (default: every deployed one).", **TARGET_HELP})
+def logs(c, lines=50, name=None, namespace=None, mode=None):
+    """Show the Dask logs (local mode: the scheduler's and workers' log files; cluster modes: the pods' logs)."""
+    instance = _instance(c, name) if name else None
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        print(dask_local.logs(c, int(lines)) or "dask: no log yet")
+        return
+    kubectl = kubectl_for(c, target)
+    result = kubectl.run("logs", "-l", managed_selector(SERVICE, instance), "--all-containers", "--prefix", f"--tail={int(lines)}")
+    print(result.stdout.rstrip() or "dask: no log yet")
+
+
+ns = Collection(SERVICE, up, down, status, scale, dashboard, smoke, logs)

@@ -1,6 +1,7 @@
 """Dask Gateway: the dask/dask-gateway Helm chart, simple auth, reached through its Traefik service.
 
-vCluster mode only: the chart installs CRDs and cluster roles.
+vCluster mode only: the chart installs CRDs and cluster roles. Local mode: the same tasks run
+`dask-gateway-server` with a local-process backend on this machine (gateway_local).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from playbooks.helm import Helm, merge_values, redact_values, values_file
 from playbooks.kube import Kubectl
 from playbooks.render import label_selector, managed_selector, manifests_dir, plain, render
 from playbooks.report import Report
+from playbooks.services import gateway_local
 from playbooks.target import DNS_LABEL, Target, validate_namespace
 
 SERVICE = "gateway"
@@ -228,9 +230,6 @@ def ensure_password(kubectl: Kubectl, release: str) -> str:
 # ---------------------------------------------------------------- up
 
 
-LOCAL_MODE = "local mode has no Kubernetes and Dask Gateway runs only in vCluster mode"
-
-
 def require_vcluster(target: Target) -> None:
     if target.local:
         raise PlaybookError(
@@ -322,13 +321,15 @@ def unchanged(helm: Helm, release: str, existing: dict | None, source: ChartSour
     help={
         **CHART_HELP,
         **RELEASE_HELP,
-        "timeout": "Seconds helm waits for the release to be ready (default: gateway.timeout).",
+        "timeout": "Seconds helm waits for the release to be ready (default: gateway.timeout; local mode: local.start_timeout).",
         "dry-run": "Print the helm and kubectl commands and the values (password redacted); change nothing.",
+        "port": "Local mode: the gateway's address (API and dashboards) on 127.0.0.1 (default: a free port).",
+        "proxy-port": "Local mode: the scheduler proxy (gateway://) on 127.0.0.1 (default: a free port).",
         **TARGET_HELP,
     }
 )
-def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry_run=False):
-    """Install or upgrade Dask Gateway (vCluster mode only) and wait until it is ready."""
+def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry_run=False, port=None, proxy_port=None):
+    """Install or upgrade Dask Gateway (vCluster mode; or local processes) and wait until it is ready."""
     cfg = c.config.gateway
     name = _release(c, release)
     source = chart_source(chart or cfg.chart, cfg)
@@ -336,6 +337,11 @@ def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry
     if namespace:
         validate_namespace(namespace)
     target = resolve_target(c, namespace, mode)
+    if target.local:
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        gateway_local.up(c, port, proxy_port, seconds if timeout is not None else None)
+        return
     require_vcluster(target)
     helm, kubectl = helm_for(c, target, dry_run), kubectl_for(c, target, dry_run)
     helm.version()
@@ -355,11 +361,14 @@ def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry
 # ---------------------------------------------------------------- down
 
 
-def chart_crds(helm: Helm, kubectl: Kubectl, source: ChartSource) -> list[str]:
-    """customresourcedefinition/<name> of the chart's CRDs that exist in the cluster."""
-    names = [doc["metadata"]["name"] for doc in helm.show_crds(source.argv())]
-    found = kubectl.run("get", CRD_RESOURCE, *names, "-o", "name", "--ignore-not-found", timeout=30)
-    return [line for line in found.stdout.split() if line]
+def installed_crds(kubectl: Kubectl) -> list[str]:
+    """CRDs that `gateway.up` applied (its field manager is among their managers): the chart's."""
+    result = kubectl.run("get", CRD_RESOURCE, "-o", "json", "--show-managed-fields", timeout=30)
+    return [
+        f"customresourcedefinition.apiextensions.k8s.io/{item['metadata']['name']}"
+        for item in json.loads(result.stdout or "{}").get("items", [])
+        if any(m.get("manager") == kubectl.field_manager for m in item["metadata"].get("managedFields") or [])
+    ]
 
 
 def delete_clusters(kubectl: Kubectl, release: str, timeout: float) -> None:
@@ -387,23 +396,21 @@ def delete_clusters(kubectl: Kubectl, release: str, timeout: float) -> None:
     }
 )
 def down(c, release=None, purge=False, chart=None, timeout=None, namespace=None, mode=None, dry_run=False):
-    """Uninstall Dask Gateway and its password Secret; keeps the CRDs unless --purge."""
+    """Uninstall Dask Gateway and its password Secret; keeps the CRDs unless --purge (local mode: stop it)."""
     cfg = c.config.gateway
     name = _release(c, release)
-    source = chart_source(chart or cfg.chart, cfg)
+    chart_source(chart or cfg.chart, cfg)  # validated, though down needs no chart
     seconds = _seconds(timeout if timeout is not None else cfg.timeout, "--timeout")
     target = resolve_target(c, namespace, mode)
     if target.local:
-        print(f"{name}: nothing installed ({LOCAL_MODE})")
+        gateway_local.down(c, purge)
         return
     helm, kubectl = helm_for(c, target, dry_run), kubectl_for(c, target, dry_run)
     helm.version()
     existing = helm.release(name)
     doomed = kubectl.names(["secrets"], managed_selector(AUTH, name))
-    crds = []
-    if purge and target.mode == "vcluster":
-        prepare_chart(helm, source)
-        crds = chart_crds(helm, kubectl, source)
+    # The CRDs are found in the cluster by their group: no chart download (and no network) for a down.
+    crds = installed_crds(kubectl) if purge and target.mode == "vcluster" else []
     if not (existing or doomed or crds):
         print(f"{name}: nothing installed in namespace {target.namespace}")
         return
@@ -469,7 +476,7 @@ def status(c, release=None, show_password=False, namespace=None, mode=None):
     name = _release(c, release)
     target = resolve_target(c, namespace, mode)
     if target.local:
-        print(f"{name}: not installed ({LOCAL_MODE})")
+        gateway_local.status(c, show_password)
         return
     helm, kubectl = helm_for(c, target), kubectl_for(c, target)
     helm.version()
@@ -499,8 +506,10 @@ def deployed_releases(kubectl: Kubectl) -> list[str]:
     return sorted(r for r in found if r)
 
 
-def smoke_reports(c, target: Target, kubectl: Kubectl, name: str | None = None) -> list[Report]:
+def smoke_reports(c, target: Target, kubectl: Kubectl | None, name: str | None = None) -> list[Report]:
     """Smoke-check every gateway release in the namespace (or the one named); [] when there is none."""
+    if target.local:
+        return gateway_local.smoke_reports(c)
     releases = [name] if name else deployed_releases(kubectl)
     reports = []
     for release in releases:
@@ -533,14 +542,26 @@ def smoke(c, release=None, namespace=None, mode=None):
     """Prove Dask Gateway works: start a cluster through Traefik, scale to 2 workers, compute, shut down."""
     name = validate_release(release) if release else None
     target = resolve_target(c, namespace, mode)
-    if target.local:
-        raise PlaybookError(f"nothing to check: {LOCAL_MODE}; use the vCluster kubeconfig (KUBECONFIG=/opt/kubeconfig/config)")
-    reports = smoke_reports(c, target, kubectl_for(c, target), name)
+    reports = smoke_reports(c, target, None if target.local else kubectl_for(c, target), name)
     if not reports:
-        raise PlaybookError(f"Dask Gateway is not installed in namespace {target.namespace}: run `invoke gateway.up`")
+        where = "running on this machine" if target.local else f"installed in namespace {target.namespace}"
+        raise PlaybookError(f"Dask Gateway is not {where}: run `invoke gateway.up`")
     failed = [r for r in reports if not r.ok]
     if failed:
         raise PlaybookError(f"smoke check failed: {failed[0].failure}")
 
 
-ns = Collection(SERVICE, up, down, status, smoke)
+@task(help={"lines": "How many lines from the end (default: 50).", **RELEASE_HELP, **TARGET_HELP})
+def logs(c, lines=50, release=None, namespace=None, mode=None):
+    """Show the Dask Gateway logs (local mode: the server's log file; cluster modes: the release's pods)."""
+    name = _release(c, release)
+    target = resolve_target(c, namespace, mode)
+    if target.local:
+        print(gateway_local.logs(c, int(lines)) or "gateway: no log yet")
+        return
+    kubectl = kubectl_for(c, target)
+    result = kubectl.run("logs", "-l", release_selector(name), "--all-containers", "--prefix", f"--tail={int(lines)}")
+    print(result.stdout.rstrip() or f"{name}: no log yet")
+
+
+ns = Collection(SERVICE, up, down, status, smoke, logs)

@@ -105,7 +105,8 @@ def smoke_reports(c) -> list[Report]:
         s3 = running[0] if running and running[1] == bucket else s3_from_env(os.environ, required=False)
     url = f"http://127.0.0.1:{state['ports']['http']}"
     print(f"mlflow: checking {url} (local process)", flush=True)
-    report = round_trip(url, s3=s3, bucket=bucket, prefix=prefix)
+    local_root = None if destination.startswith("s3://") else destination
+    report = round_trip(url, s3=s3, bucket=bucket, prefix=prefix, local_root=local_root)
     print(report.render(), flush=True)
     return [report]
 

@@ -1,0 +1,49 @@
+"""Quota preflight arithmetic on the rendered default plans and a Datalab `medium` quota."""
+
+import pytest
+
+from playbooks.errors import PlaybookError
+from playbooks.quota import check, needs, quantity
+from playbooks.s3 import S3Settings
+from playbooks.services import dask, mlflow
+from tests.manifests import FakeContext, config, target
+
+S3 = S3Settings(access_key="k", secret_key="s")
+
+
+def medium(used: dict | None = None) -> dict:
+    hard = {"limits.cpu": "2", "limits.memory": "2Gi", "services": "10", "secrets": "25", "persistentvolumeclaims": "6"}
+    return {"metadata": {"name": "medium"}, "spec": {"hard": hard}, "status": {"hard": hard, "used": used or {}}}
+
+
+def default_docs(workers=2):
+    c = FakeContext(config())
+    docs = mlflow.build_plan(c, target("namespace"), S3, "ws-frank", "test", "mlflow", "mlflow").docs
+    resources = dask.worker_resources(c)
+    return docs + dask.build_plan(c, target("namespace"), "dask", workers, resources).docs
+
+
+def test_quantities():
+    assert quantity("500m") == quantity("0.5")
+    assert quantity("2Gi") == 2 * 2**30 and quantity("1G") == 10**9 and quantity("10") == 10
+
+
+def test_defaults_fit_the_medium_quota_with_room_for_the_smoke_job():
+    adds = needs(default_docs())
+    assert adds["limits.cpu"] == quantity("1.7") and adds["limits.memory"] == 1920 * 2**20
+    check([medium()], default_docs(), [], "ws")
+
+
+def test_every_shortfall_is_named_at_once():
+    with pytest.raises(PlaybookError) as error:
+        check([medium({"limits.cpu": "500m", "limits.memory": "512Mi"})], default_docs(workers=4), [], "ws")
+    message = str(error.value)
+    assert "limits.cpu needs 2700m more, 1500m of 2000m left" in message
+    assert "limits.memory needs 2816Mi more, 1536Mi of 2048Mi left" in message
+    assert "\n" not in message
+
+
+def test_reapplying_what_runs_needs_nothing_more():
+    docs = default_docs()
+    full = {"limits.cpu": "1700m", "limits.memory": "1920Mi", "services": "3", "secrets": "1", "persistentvolumeclaims": "1"}
+    check([medium(full)], docs, docs, "ws")
