@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from playbooks.errors import PlaybookError
-from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, Printer, Result
+from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, Printer, Result, run_argv
 from playbooks.render import REDACTED
 from playbooks.target import Target
 
@@ -131,22 +131,13 @@ class Helm:
         """Run helm; `cluster` adds the flags that pin it to the target (not for repo commands)."""
         import sh
 
-        command = self._command()
         try:
-            done = command(
-                *self.argv(*args, cluster=cluster)[1:],
-                _env=self._env(),
-                _timeout=timeout,
-                _tty_out=False,
-                _return_cmd=True,
-                _ok_code=list(range(256)),
-            )
+            result = run_argv(self._command(), self.argv(*args, cluster=cluster)[1:], self._env(), timeout)
         except sh.TimeoutException:
             raise PlaybookError(
                 f"helm {' '.join(args[:2])} did not finish within {timeout:.0f}s: check that the API server "
                 f"{self.target.server} (or the chart repository) is reachable"
             ) from None
-        result = Result(done.exit_code, done.stdout.decode(), done.stderr.decode())
         if check and not result.ok:
             raise self.failure(args, result)
         return result

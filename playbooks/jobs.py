@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 from playbooks.errors import PlaybookError
-from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, ApiUnreachable, Kubectl
-from playbooks.together import pause
+from playbooks.kube import Kubectl
 
 NO_POD = "no pod yet"
 
@@ -48,31 +46,20 @@ def remove(kubectl: Kubectl, names: list[str], timeout: float = 60) -> None:
 
 
 def wait_for_job(kubectl: Kubectl, job: str, selector: str, timeout: float, label: str) -> tuple[bool, str]:
-    """Poll until the Job completes or fails; (succeeded, how it ended). Evidence and an error at the deadline."""
-    start = time.monotonic()
-    deadline = start + timeout
-    last_line, last_print = "", 0.0
-    while True:
-        elapsed = time.monotonic() - start
-        try:
-            state = kubectl.get_json("jobs.batch,pods", selector, timeout=min(20, max(deadline - time.monotonic(), 1)))
-            finished, succeeded, line = job_progress(state, job)
-        except ApiUnreachable as error:
-            finished, succeeded, line = False, False, f"API not answering ({error})"
+    """Wait until the Job completes or fails; (succeeded, how it ended). Evidence and an error at the deadline."""
+    outcome: list = []  # succeeded, and the last status line: how it ended
+
+    def probe(seconds: float) -> tuple[bool, str]:
+        finished, succeeded, line = job_progress(kubectl.get_json("jobs.batch,pods", selector, timeout=seconds), job)
         if line == NO_POD:
             line = _why_no_pod(kubectl, job) or line
-        if finished:
-            kubectl.out(f"{label}: job {'succeeded' if succeeded else 'failed'} after {elapsed:.0f}s")
-            return succeeded, line
-        now = time.monotonic()
-        if line != last_line or now - last_print >= HEARTBEAT_SECONDS:
-            kubectl.out(f"{label}: {line} [{elapsed:.0f}s/{timeout:.0f}s]")
-            last_line, last_print = line, now
-        if now >= deadline:
-            kubectl.out(f"{label}: job not finished within {timeout:.0f}s; evidence follows")
-            kubectl.print_evidence(selector)
-            raise PlaybookError(f"job {job} did not finish within {timeout:.0f}s (see the evidence above); fix the cause or raise the timeout")
-        pause(min(POLL_SECONDS, max(deadline - now, 0.1)))
+        outcome[:] = [succeeded, line]
+        return finished, line
+
+    elapsed = kubectl.poll(label, selector, timeout, probe, f"job {job} not finished")
+    succeeded, line = outcome
+    kubectl.out(f"{label}: job {'succeeded' if succeeded else 'failed'} after {elapsed:.0f}s")
+    return succeeded, line
 
 
 def _why_no_pod(kubectl: Kubectl, job: str) -> str | None:

@@ -41,6 +41,17 @@ class Result:
         return self.exit_code == 0
 
 
+def run_argv(command, argv: list[str], env: dict[str, str], timeout: float, stdin: str | None = None) -> Result:
+    """Run a found CLI (an sh.Command) with argv and an explicit environment; any exit code is a Result.
+
+    sh.TimeoutException propagates: each caller says what a time-out means for it.
+    """
+    done = command(
+        *argv, _in=stdin, _env=env, _timeout=timeout, _tty_out=False, _return_cmd=True, _ok_code=list(range(256))
+    )
+    return Result(done.exit_code, done.stdout.decode(), done.stderr.decode())
+
+
 def _first_error_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no message)"
@@ -83,24 +94,13 @@ class Kubectl:
     def run(self, *args: str, stdin: str | None = None, timeout: float = 60, check: bool = True) -> Result:
         import sh
 
-        command = self._command()
         try:
-            done = command(
-                *self.target.kubectl_flags(),
-                *args,
-                _in=stdin,
-                _env=self._env(),
-                _timeout=timeout,
-                _tty_out=False,
-                _return_cmd=True,
-                _ok_code=list(range(256)),
-            )
+            result = run_argv(self._command(), [*self.target.kubectl_flags(), *args], self._env(), timeout, stdin)
         except sh.TimeoutException:
             raise ApiUnreachable(
                 f"kubectl {' '.join(args[:2])} did not finish within {timeout:.0f}s: check that the API server "
                 f"{self.target.server} is reachable"
             ) from None
-        result = Result(done.exit_code, done.stdout.decode(), done.stderr.decode())
         if check and not result.ok:
             raise self.failure(args, result)
         return result
@@ -184,38 +184,45 @@ class Kubectl:
 
     # ------------------------------------------------------------ waiting
 
-    def wait_for_deployment(self, name: str, selector: str, timeout: float, label: str | None = None) -> None:
-        """Poll the rollout until it is complete or the deadline passes; show progress.
+    def poll(self, label: str, selector: str, timeout: float, probe: Callable[[float], tuple[bool, str]], late: str) -> float:
+        """Call probe(seconds for one call) until it reports done; return the seconds it took.
 
-        Polling (not a watch) survives an API server restart: a failed poll is reported
-        and retried until the deadline.
+        Its status line is shown when it changes and at least every HEARTBEAT_SECONDS. A poll
+        the API does not answer is shown and retried, so a wait survives an API server
+        restart. At the deadline the evidence is printed and the wait fails.
         """
-        label = label or name
         start = time.monotonic()
         deadline = start + timeout
         last_line, last_print = "", 0.0
         while True:
             elapsed = time.monotonic() - start
             try:
-                state = self.get_json("deployments.apps,pods", selector, timeout=min(20, max(deadline - time.monotonic(), 1)))
-                done, line = rollout_progress(state, name)
+                done, line = probe(min(20, max(deadline - time.monotonic(), 1)))
             except ApiUnreachable as error:
                 done, line = False, f"API not answering ({error})"
             if done:
-                self.out(f"{label}: ready after {elapsed:.0f}s")
-                return
+                return elapsed
             now = time.monotonic()
             if line != last_line or now - last_print >= HEARTBEAT_SECONDS:
                 self.out(f"{label}: {line} [{elapsed:.0f}s/{timeout:.0f}s]")
                 last_line, last_print = line, now
             if now >= deadline:
-                self.out(f"{label}: not ready within {timeout:.0f}s; evidence follows")
+                self.out(f"{label}: {late} within {timeout:.0f}s; evidence follows")
                 self.print_evidence(selector)
                 raise PlaybookError(
-                    f"{label} was not ready within {timeout:.0f}s (see the evidence above); "
-                    "fix the cause or raise the timeout"
+                    f"{label}: {late} within {timeout:.0f}s (see the evidence above); fix the cause or raise the timeout"
                 )
             pause(min(POLL_SECONDS, max(deadline - now, 0.1)))
+
+    def wait_for_deployment(self, name: str, selector: str, timeout: float, label: str | None = None) -> None:
+        """Wait until the Deployment's rollout is complete, as `kubectl rollout status` decides."""
+        label = label or name
+
+        def probe(seconds: float) -> tuple[bool, str]:
+            return rollout_progress(self.get_json("deployments.apps,pods", selector, timeout=seconds), name)
+
+        elapsed = self.poll(label, selector, timeout, probe, "not ready")
+        self.out(f"{label}: ready after {elapsed:.0f}s")
 
     def print_evidence(self, selector: str) -> None:
         """Pods, events and logs of what carries the labels: what anyone would look at first."""

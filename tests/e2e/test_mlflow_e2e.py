@@ -79,7 +79,7 @@ def test_stuck_rollout_fails_with_evidence_before_the_deadline(session):
     assert "mlflow: not ready within 4s; evidence follows" in result.stdout
     assert "--- pods: kubectl get pods" in result.stdout and "--- events" in result.stdout
     assert result.stderr.strip().splitlines() == [
-        "error: mlflow was not ready within 4s (see the evidence above); fix the cause or raise the timeout"
+        "error: mlflow: not ready within 4s (see the evidence above); fix the cause or raise the timeout"
     ]
     no_secrets(result)
 
