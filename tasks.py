@@ -1,3 +1,6 @@
-"""Task entry point for `invoke` in a checkout; the tasks live in the playbooks package."""
+"""Task entry point for `invoke` in a checkout: the playbooks, plus the test suites."""
 
-from playbooks.collection import ns  # noqa: F401
+from playbooks import testing
+from playbooks.collection import ns
+
+ns.add_collection(testing.ns)
