@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from contextlib import contextmanager
 
 from playbooks.report import CheckFailed, Report
@@ -103,7 +103,7 @@ async def _check(report: Report, address: str, proxy: str, password: str, userna
                 await deadline.wait(cluster.scale(WORKERS), "scaling")
                 await deadline.wait(client.wait_for_workers(WORKERS), f"waiting for {WORKERS} workers")
             with report.step("compute", "sum(range(101)) on the cluster") as info, _explained(address):
-                future = client.submit(sum, range(101), key=f"smoke-{uuid.uuid4().hex[:8]}")
+                future = client.submit(sum, range(101), key=f"smoke-{os.urandom(4).hex()}")
                 result = await deadline.wait(future, "the computation")
                 if result != 5050:
                     raise AssertionError(f"sum(range(101)) returned {result!r}, expected 5050")
@@ -118,7 +118,7 @@ async def _check(report: Report, address: str, proxy: str, password: str, userna
 async def _refused(address: str, proxy: str, username: str, deadline: _Deadline) -> None:
     from dask_gateway import BasicAuth, Gateway
 
-    wrong = f"not-the-password-{uuid.uuid4().hex}"
+    wrong = f"not-the-password-{os.urandom(16).hex()}"
     async with Gateway(address, proxy_address=proxy, auth=BasicAuth(username, wrong), asynchronous=True) as other:
         try:
             await deadline.wait(other.list_clusters(), "listing clusters with a wrong password")

@@ -6,7 +6,6 @@ import io
 import os
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from urllib.parse import urlparse
@@ -78,7 +77,7 @@ def round_trip(
 ) -> Report:
     """Run the check; the report says which step failed and why. Never raises for a failed check."""
     report = Report(service)
-    token = uuid.uuid4().hex[:12]
+    token = os.urandom(6).hex()
     text = f"datalab-playbooks smoke {token}\n"
     with client_environment():
         try:

@@ -7,8 +7,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 
@@ -55,6 +53,9 @@ def _reap(pid: int) -> None:
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
+    import urllib.error
+    import urllib.request  # here, not at start-up: it pulls in ssl and email
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status < 400

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 
 from playbooks import local
 from playbooks.errors import PlaybookError
@@ -99,9 +97,11 @@ def worker_process(c, index: int, port: int, threads: int, memory: int) -> local
 def joined_workers(dashboard: int) -> int | None:
     """How many workers the scheduler counts (its /json/counts.json), None if it does not say."""
     try:
+        import urllib.request  # not at start-up: it pulls in ssl and email
+
         with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/json/counts.json", timeout=2) as response:
             return int(json.load(response)["workers"])
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # URLError is an OSError
         return None
 
 
