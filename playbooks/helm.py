@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from playbooks.errors import PlaybookError
-from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, Printer, Result, run_argv
+from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, Printer, Result, find_command, run_argv
 from playbooks.render import REDACTED
 from playbooks.target import Target
 
@@ -100,12 +100,7 @@ class Helm:
     # ------------------------------------------------------------ running
 
     def _command(self):
-        import sh
-
-        try:
-            return sh.Command(self.binary)
-        except sh.CommandNotFound:
-            raise PlaybookError(f"{self.binary} not found: install helm 3.8+ or set tools.helm") from None
+        return find_command(self.binary, "install helm 3.8+ or set tools.helm")
 
     def _env(self) -> dict[str, str]:
         # Never the caller's cluster settings: the flags say which config, context and namespace.

@@ -41,6 +41,16 @@ class Result:
         return self.exit_code == 0
 
 
+def find_command(binary: str, fix: str):
+    """The sh.Command for a CLI; a missing one is one line that names the fix."""
+    import sh
+
+    try:
+        return sh.Command(binary)
+    except sh.CommandNotFound:
+        raise PlaybookError(f"{binary} not found: {fix}") from None
+
+
 def run_argv(command, argv: list[str], env: dict[str, str], timeout: float, stdin: str | None = None) -> Result:
     """Run a found CLI (an sh.Command) with argv and an explicit environment; any exit code is a Result.
 
@@ -75,14 +85,7 @@ class Kubectl:
     # ------------------------------------------------------------ running
 
     def _command(self):
-        import sh
-
-        try:
-            return sh.Command(self.binary)
-        except sh.CommandNotFound:
-            raise PlaybookError(
-                f"{self.binary} not found: install kubectl or set tools.kubectl in invoke.yaml"
-            ) from None
+        return find_command(self.binary, "install kubectl or set tools.kubectl in invoke.yaml")
 
     def _env(self) -> dict[str, str]:
         # Never the caller's KUBECONFIG: the target's flags say which config is used.
