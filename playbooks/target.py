@@ -1,19 +1,22 @@
 """Where am I: which cluster, which namespace, which mode, and what the credentials may do.
 
 Offline steps (kubeconfig, environment) are plain functions over their inputs, so they
-can be tested on realistic files; the API is asked at most three questions:
-a SelfSubjectAccessReview for creating CRDs, a SelfSubjectRulesReview in the namespace,
-and a one-item list of vCluster fake nodes (Forbidden there is evidence, not an error).
+can be tested on realistic files; the API is asked at most three questions, by three
+kubectl calls run at once (`--raw`: no discovery): a SelfSubjectAccessReview for creating
+CRDs, a SelfSubjectRulesReview in the namespace, and a one-item list of vCluster fake
+nodes (Forbidden there is evidence, not an error).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import yaml
 
@@ -40,6 +43,9 @@ NAMESPACED_NEEDS = (
     ("list", "pods", ""),
     ("get", "pods/log", ""),
     ("create", "pods/portforward", ""),
+    # Only with security.network_policy; `down` looks for them only where they may be listed.
+    ("create", "networkpolicies", "networking.k8s.io"),
+    ("list", "networkpolicies", "networking.k8s.io"),
 )
 
 
@@ -297,94 +303,127 @@ def access_checks(probes: Probes, namespace: str) -> tuple[AccessCheck, ...]:
 
 # ---------------------------------------------------------------- the API
 
-def api_client(source: KubeSource, timeout: float):
-    """A kubernetes ApiClient for the source; the heavy import happens here, not at start-up."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    configuration = client.Configuration()
-    try:
-        if source.kubeconfig is None:
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            config.load_kube_config(
-                config_file=source.kubeconfig, context=source.context, client_configuration=configuration
-            )
-    except (ConfigException, OSError, ValueError) as error:
-        raise PlaybookError(f"cannot use kubeconfig {source.kubeconfig}: {error}; fix it or pass --context") from None
-    configuration.retries = 0
-    return client.ApiClient(configuration)
+REVIEWS = "/apis/authorization.k8s.io/v1"
+ACCESS_REVIEW = {
+    "apiVersion": "authorization.k8s.io/v1",
+    "kind": "SelfSubjectAccessReview",
+    "spec": {"resourceAttributes": {"verb": "create", "group": "apiextensions.k8s.io", "resource": "customresourcedefinitions"}},
+}
+FAKE_NODES_PATH = f"/api/v1/nodes?labelSelector={quote(FAKE_NODE_LABEL + '=true', safe='')}&limit=1"
+# What kubectl prints when it got no answer at all (checked on a real kube-apiserver).
+NO_ANSWER = re.compile(r"dial tcp|connection refused|no such host|i/o timeout|deadline exceeded|TLS handshake|tls: |x509: |EOF")
 
 
-def api_error(error: Exception, source: KubeSource, doing: str) -> PlaybookError:
-    """Turn a client exception into one line that names the fix."""
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(error, ApiException):
-        if error.status == 401:
-            return PlaybookError(
-                f"the API server {source.server} rejected the credentials while {doing} (401 Unauthorized): "
-                "the token is missing or expired; refresh the kubeconfig"
-            )
-        if error.status == 403:
+def api_error(stderr: str, source: KubeSource, doing: str) -> PlaybookError:
+    """Turn kubectl's complaint about one API call into one line that names the fix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    text = "\n".join(lines)
+    if "(Unauthorized)" in text:  # error: You must be logged in to the server (Unauthorized)
+        return PlaybookError(
+            f"the API server {source.server} rejected the credentials while {doing} (401 Unauthorized): "
+            "the token is missing or expired; refresh the kubeconfig"
+        )
+    answered = re.search(r"Error from server \((\w+)\): (.*)", text)
+    if answered:
+        if answered.group(1) == "Forbidden":
             return PlaybookError(
                 f"forbidden while {doing} on {source.server} (403): ask for the missing permission or use other credentials"
             )
-        return PlaybookError(f"the API server {source.server} answered {error.status} {error.reason} while {doing}")
-    reason = str(getattr(error, "reason", None) or error).splitlines()[0]
-    return PlaybookError(
-        f"cannot reach the Kubernetes API at {source.server} ({reason}): check KUBECONFIG and the context, "
-        "or that the cluster is running"
+        return PlaybookError(f"the API server {source.server} answered {answered.group(1)} while {doing}: {answered.group(2)}")
+    connect = re.search(r"Unable to connect to the server: (.*)", text)
+    if re.search(r"The connection to the server \S+ was refused", text):
+        reason = "connection refused"
+    elif connect:
+        reason = connect.group(1)
+    else:
+        reason = next((line for line in lines if NO_ANSWER.search(line)), None)
+    if reason:
+        return PlaybookError(
+            f"cannot reach the Kubernetes API at {source.server} ({reason}): check KUBECONFIG and the context, "
+            "or that the cluster is running"
+        )
+    last = lines[-1] if lines else "(no message)"
+    if last.startswith("error: "):  # kubectl refused the configuration before asking anything
+        where = f"kubeconfig {source.kubeconfig}" if source.kubeconfig else "the in-cluster service account"
+        return PlaybookError(f"cannot use {where}: {last.removeprefix('error: ')}; fix it or pass --context")
+    return PlaybookError(f"kubectl failed while {doing} on {source.server}: {last}")
+
+
+def _answer(result, source: KubeSource, doing: str) -> dict:
+    if not result.ok:
+        raise api_error(result.stderr, source, doing)
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise PlaybookError(f"the API server {source.server} did not answer with JSON while {doing}: is it a Kubernetes API?")
+    return answer
+
+
+def _kubectl_all(binary: str, calls: list[tuple[list[str], str | None]], env: dict[str, str], seconds: float) -> list:
+    """Run the kubectl calls at once, one thread each; a call that outlives its deadline reads as no answer."""
+    import sh
+
+    from playbooks.kube import Result, find_command, run_argv
+
+    command = find_command(binary, "install kubectl or set tools.kubectl in invoke.yaml")
+    results: list = [None] * len(calls)
+
+    def one(i: int, argv: list[str], stdin: str | None) -> None:
+        try:
+            results[i] = run_argv(command, argv, env, seconds, stdin)
+        except sh.TimeoutException:
+            results[i] = Result(-1, "", f"Unable to connect to the server: no answer within {seconds:g}s")
+        except Exception as error:  # raised in the caller's thread below
+            results[i] = error
+
+    threads = [threading.Thread(target=one, args=(i, *call), daemon=True) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def probe(
+    source: KubeSource, namespace: str, timeout: float, kubectl: str = "kubectl", env: Mapping[str, str] | None = None
+) -> Probes:
+    """Ask the API the three questions that decide the mode: three kubectl calls at once, one request each."""
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "KUBECONFIG"}
+    flags = ["--request-timeout", f"{timeout:g}s"]
+    if source.kubeconfig and os.pathsep in source.kubeconfig:
+        env["KUBECONFIG"] = source.kubeconfig  # --kubeconfig takes one file; a list goes in the environment
+    elif source.kubeconfig:
+        flags += ["--kubeconfig", source.kubeconfig]
+    if source.context:
+        flags += ["--context", source.context]
+    rules_review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}}
+    review, rules, nodes = _kubectl_all(
+        kubectl,
+        [
+            ([*flags, "create", "--raw", f"{REVIEWS}/selfsubjectaccessreviews", "-f", "-"], json.dumps(ACCESS_REVIEW)),
+            ([*flags, "create", "--raw", f"{REVIEWS}/selfsubjectrulesreviews", "-f", "-"], json.dumps(rules_review)),
+            ([*flags, "get", "--raw", FAKE_NODES_PATH], None),
+        ],
+        env,
+        # A backstop only: kubectl gives up by itself after --request-timeout.
+        2 * timeout + 5,
     )
-
-
-def probe(source: KubeSource, namespace: str, timeout: float) -> Probes:
-    """Ask the API the three questions that decide the mode. Exactly three round trips."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = api_client(source, timeout)
-    auth = client.AuthorizationV1Api(api)
-    try:
-        review = auth.create_self_subject_access_review(
-            {
-                "apiVersion": "authorization.k8s.io/v1",
-                "kind": "SelfSubjectAccessReview",
-                "spec": {
-                    "resourceAttributes": {
-                        "verb": "create",
-                        "group": "apiextensions.k8s.io",
-                        "resource": "customresourcedefinitions",
-                    }
-                },
-            },
-            _request_timeout=timeout,
-        )
-        rules = auth.create_self_subject_rules_review(
-            {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}},
-            _request_timeout=timeout,
-        )
-    except Exception as error:
-        raise api_error(error, source, "checking access") from None
-    try:
-        nodes = client.CoreV1Api(api).list_node(
-            label_selector=f"{FAKE_NODE_LABEL}=true", limit=1, _request_timeout=timeout
-        )
-        fake_nodes: bool | None = bool(nodes.items)
-    except ApiException as error:
-        if error.status != 403:
-            raise api_error(error, source, "listing nodes") from None
-        fake_nodes = None
-    except Exception as error:
-        raise api_error(error, source, "listing nodes") from None
-    finally:
-        api.close()
-    status = rules.status
+    allowed = _answer(review, source, "checking access").get("status") or {}
+    status = _answer(rules, source, "checking access").get("status") or {}
+    if not nodes.ok and "Error from server (Forbidden)" in nodes.stderr:
+        fake_nodes = None  # namespace mode: evidence, not an error
+    else:
+        fake_nodes = bool(_answer(nodes, source, "listing nodes").get("items"))
     return Probes(
-        can_create_crds=bool(review.status.allowed),
-        rules=tuple(api.sanitize_for_serialization(r) for r in (status.resource_rules or [])),
+        can_create_crds=bool(allowed.get("allowed")),
+        rules=tuple(status.get("resourceRules") or ()),
         fake_nodes=fake_nodes,
-        rules_incomplete=bool(status.incomplete),
+        rules_incomplete=bool(status.get("incomplete")),
     )
 
 
@@ -401,6 +440,7 @@ def detect(
     context: str | None = None,
     timeout: float = 10,
     env: Mapping[str, str] | None = None,
+    kubectl: str = "kubectl",
 ) -> Target:
     """Detect the target once per process (one `invoke a b c` chain) for the same inputs."""
     env = os.environ if env is None else env
@@ -417,7 +457,7 @@ def detect(
         except NoKubernetes:
             target = local_target("no KUBECONFIG, no ~/.kube/config and no service account")
         else:
-            target = _cluster_target(source, namespace, mode, timeout, env)
+            target = _cluster_target(source, namespace, mode, timeout, env, kubectl)
     _detected[key] = target
     _last[:] = [target]
     return target
@@ -443,9 +483,9 @@ def is_local(mode: str | None, kubeconfig: str | None = None, context: str | Non
     return False
 
 
-def _cluster_target(source: KubeSource, namespace, mode, timeout, env) -> Target:
+def _cluster_target(source: KubeSource, namespace, mode, timeout, env, kubectl) -> Target:
     chosen, origin = choose_namespace(namespace, env, source)
-    probes = probe(source, chosen, timeout)
+    probes = probe(source, chosen, timeout, kubectl, env)
     decided, evidence = decide_mode(probes, source, env, mode)
     return Target(
         mode=decided,
@@ -478,4 +518,5 @@ def target_from_config(c, namespace: str | None = None, mode: str | None = None)
         kubeconfig=cfg.kubeconfig,
         context=cfg.context,
         timeout=cfg.api_timeout,
+        kubectl=c.config.tools.kubectl,
     )

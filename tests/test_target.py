@@ -1,19 +1,28 @@
 """Target detection on realistic inputs: Datalab kubeconfigs, environment, access-review answers."""
 
+import os
+import shutil
+import socket
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from playbooks.errors import PlaybookError
+from playbooks.kube import Result
+from playbooks.procs import free_port
 from playbooks.target import (
     NAMESPACED_NEEDS,
     KubeSource,
     Probes,
+    _answer,
     access_checks,
+    api_error,
     choose_namespace,
     decide_mode,
     locate_kubeconfig,
+    probe,
     rule_allows,
 )
 
@@ -43,6 +52,7 @@ EDIT_RULES = (
     {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["pods", "pods/log", "services", "secrets", "configmaps", "persistentvolumeclaims", "events"]},
     {"verbs": ["create", "delete", "deletecollection", "patch", "update", "get", "list", "watch"], "apiGroups": ["apps"], "resources": ["deployments", "statefulsets"]},
     {"verbs": ["create", "delete", "patch", "update", "get", "list", "watch"], "apiGroups": ["batch"], "resources": ["jobs"]},
+    {"verbs": ["create", "delete", "deletecollection", "patch", "update", "get", "list", "watch"], "apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"]},
     {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces"]},
     {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
 )
@@ -185,3 +195,91 @@ def test_access_checks_cover_every_need():
     assert len(checks) == 1 + len(NAMESPACED_NEEDS)
     assert checks[0].allowed is False and checks[0].namespace is None
     assert all(c.allowed for c in checks[1:]), [c.describe() for c in checks if not c.allowed]
+
+
+# ---------------------------------------------------------------- kubectl's answers
+
+# kubectl's stderr, captured from real calls (kubectl v1.32, envtest kube-apiserver) of the
+# three probes: an expired token, a ServiceAccount without system:basic-user, a closed port,
+# an unknown host, an unknown CA, a server that never answers (two ways), a bad request,
+# a context that is not there.
+SOURCE_API = KubeSource("/home/u/.kube/config", "session", "https://127.0.0.1:41503", None)
+KUBECTL_STDERR = [
+    ("error: You must be logged in to the server (Unauthorized)\n",
+     "the API server https://127.0.0.1:41503 rejected the credentials while checking access (401 Unauthorized): "
+     "the token is missing or expired; refresh the kubeconfig"),
+    ('Error from server (Forbidden): selfsubjectaccessreviews.authorization.k8s.io is forbidden: User "system:serviceaccount:ns1:session" '
+     'cannot create resource "selfsubjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope\n',
+     "forbidden while checking access on https://127.0.0.1:41503 (403): ask for the missing permission or use other credentials"),
+    ("The connection to the server 127.0.0.1:9 was refused - did you specify the right host or port?\n",
+     "cannot reach the Kubernetes API at https://127.0.0.1:41503 (connection refused): check KUBECONFIG and the context, "
+     "or that the cluster is running"),
+    ("Unable to connect to the server: dial tcp: lookup no-such-host.invalid on 10.255.255.53:53: no such host\n",
+     "cannot reach the Kubernetes API at https://127.0.0.1:41503 (dial tcp: lookup no-such-host.invalid on 10.255.255.53:53: no such host)"),
+    ("Unable to connect to the server: tls: failed to verify certificate: x509: certificate signed by unknown authority\n",
+     "(tls: failed to verify certificate: x509: certificate signed by unknown authority): check KUBECONFIG"),
+    ("Unable to connect to the server: context deadline exceeded\n", "(context deadline exceeded): check KUBECONFIG"),
+    ("Unable to connect to the server: net/http: request canceled while waiting for connection (Client.Timeout exceeded while awaiting headers)\n",
+     "(net/http: request canceled while waiting for connection (Client.Timeout exceeded while awaiting headers)): check KUBECONFIG"),
+    ("Error from server (BadRequest): no namespace on request\n",
+     "the API server https://127.0.0.1:41503 answered BadRequest while checking access: no namespace on request"),
+    ('error: context "nope" does not exist\n',
+     'cannot use kubeconfig /home/u/.kube/config: context "nope" does not exist; fix it or pass --context'),
+    ("", "kubectl failed while checking access on https://127.0.0.1:41503: (no message)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stderr", "message"), KUBECTL_STDERR, ids=[m[:40] for _, m in KUBECTL_STDERR])
+def test_kubectl_complaints_become_one_line_that_names_the_fix(stderr, message):
+    error = api_error(stderr, SOURCE_API, "checking access")
+    assert message in str(error) and "\n" not in str(error)
+
+
+def test_an_answer_that_is_not_json():
+    with pytest.raises(PlaybookError, match="did not answer with JSON while listing nodes"):
+        _answer(Result(0, "<html>hello</html>", ""), SOURCE_API, "listing nodes")
+
+
+def test_missing_kubectl_names_the_setting(tmp_path):
+    with pytest.raises(PlaybookError, match=r"^/nonexistent/kubectl not found: install kubectl or set tools.kubectl"):
+        probe(SOURCE_API, "ns1", 2, kubectl="/nonexistent/kubectl", env={})
+
+
+def kubeconfig_for(path: Path, server: str) -> Path:
+    cluster = {"server": server, "insecure-skip-tls-verify": True}
+    return write(path, {**NAMESPACE_KUBECONFIG, "clusters": [{"name": "cluster", "cluster": cluster}]})
+
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
+
+
+@needs_kubectl
+def test_closed_port_is_unreachable_and_a_kubeconfig_list_reaches_kubectl(tmp_path):
+    server = f"https://127.0.0.1:{free_port()}"
+    first = kubeconfig_for(tmp_path / "a", server)
+    other = write(tmp_path / "b", VCLUSTER_KUBECONFIG)
+    listed = f"{first}{os.pathsep}{other}"
+    source = locate_kubeconfig({"KUBECONFIG": listed}, home=tmp_path, service_account_dir=tmp_path / "sa")
+    assert source.kubeconfig == listed
+    with pytest.raises(PlaybookError) as raised:
+        probe(source, "ns1", 5, env=os.environ)
+    assert str(raised.value) == (
+        f"cannot reach the Kubernetes API at {server} (connection refused): check KUBECONFIG and the context, "
+        "or that the cluster is running"
+    )
+
+
+@needs_kubectl
+def test_a_server_that_never_answers_is_unreachable_after_the_timeout(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never says a word
+        server = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        kubeconfig = kubeconfig_for(tmp_path / "config", server)
+        source = locate_kubeconfig({"KUBECONFIG": str(kubeconfig)}, home=tmp_path, service_account_dir=tmp_path / "sa")
+        started = time.monotonic()
+        with pytest.raises(PlaybookError) as raised:
+            probe(source, "ns1", 1, env=os.environ)
+    assert str(raised.value).startswith(f"cannot reach the Kubernetes API at {server} ("), raised.value
+    # kubectl gave up by itself after --request-timeout (gcloud's dispatcher adds a /version try
+    # of its own), well before the backstop deadline (2 x timeout + 5 s) would have killed it.
+    assert "no answer within" not in str(raised.value)
+    assert time.monotonic() - started < 6
