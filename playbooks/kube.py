@@ -13,8 +13,8 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 
 from playbooks.errors import PlaybookError
 from playbooks.render import redacted, to_yaml
@@ -24,6 +24,11 @@ from playbooks.together import pause
 Printer = Callable[[str], None]
 HEARTBEAT_SECONDS = 15
 POLL_SECONDS = 2
+# What kubectl says when the API server is down, restarting or overloaded: worth retrying.
+UNREACHABLE = (
+    r"connection refused|was refused|connection reset|no such host|i/o timeout|Unable to connect|EOF|TLS handshake"
+    r"|ServiceUnavailable|currently unable to handle the request|GOAWAY|shutting down|context deadline exceeded"
+)
 
 
 class ApiUnreachable(PlaybookError):
@@ -84,7 +89,7 @@ class Kubectl:
 
     # ------------------------------------------------------------ running
 
-    def _command(self):
+    def command(self):
         return find_command(self.binary, "install kubectl or set tools.kubectl in invoke.yaml")
 
     def _env(self) -> dict[str, str]:
@@ -98,7 +103,7 @@ class Kubectl:
         import sh
 
         try:
-            result = run_argv(self._command(), [*self.target.kubectl_flags(), *args], self._env(), timeout, stdin)
+            result = run_argv(self.command(), [*self.target.kubectl_flags(), *args], self._env(), timeout, stdin)
         except sh.TimeoutException:
             raise ApiUnreachable(
                 f"kubectl {' '.join(args[:2])} did not finish within {timeout:.0f}s: check that the API server "
@@ -118,7 +123,7 @@ class Kubectl:
             )
         if "Forbidden" in message or "forbidden" in message:
             return PlaybookError(f"kubectl {args[0]}: {message}; ask for that permission or use another namespace")
-        if re.search(r"connection refused|no such host|i/o timeout|Unable to connect|EOF|TLS handshake", message):
+        if re.search(UNREACHABLE, message):
             return ApiUnreachable(f"cannot reach the Kubernetes API at {self.target.server}: {message}")
         return PlaybookError(f"kubectl {args[0]} failed: {message}")
 
@@ -191,18 +196,26 @@ class Kubectl:
         """Call probe(seconds for one call) until it reports done; return the seconds it took.
 
         Its status line is shown when it changes and at least every HEARTBEAT_SECONDS. A poll
-        the API does not answer is shown and retried, so a wait survives an API server
-        restart. At the deadline the evidence is printed and the wait fails.
+        the API does not answer (down, restarting, not ready yet) is shown and retried, so a
+        wait survives an API server restart. At the deadline the evidence is printed and the
+        wait fails; if the API is still unreachable then, the failure says so in one line.
         """
         start = time.monotonic()
         deadline = start + timeout
         last_line, last_print = "", 0.0
         while True:
             elapsed = time.monotonic() - start
+            unreachable = None
             try:
                 done, line = probe(min(20, max(deadline - time.monotonic(), 1)))
             except ApiUnreachable as error:
-                done, line = False, f"API not answering ({error})"
+                unreachable = error
+            except PlaybookError as error:
+                unreachable = self._while_not_ready(error, max(deadline - time.monotonic(), 1))
+                if unreachable is None:
+                    raise
+            if unreachable is not None:
+                done, line = False, f"not yet, API unreachable: {unreachable}"
             if done:
                 return elapsed
             now = time.monotonic()
@@ -210,12 +223,32 @@ class Kubectl:
                 self.out(f"{label}: {line} [{elapsed:.0f}s/{timeout:.0f}s]")
                 last_line, last_print = line, now
             if now >= deadline:
+                if unreachable is not None:
+                    raise ApiUnreachable(f"{label}: {late} within {timeout:.0f}s and the API is unreachable: {unreachable}")
                 self.out(f"{label}: {late} within {timeout:.0f}s; evidence follows")
                 self.print_evidence(selector)
                 raise PlaybookError(
                     f"{label}: {late} within {timeout:.0f}s (see the evidence above); fix the cause or raise the timeout"
                 )
             pause(min(POLL_SECONDS, max(deadline - now, 0.1)))
+
+    def _while_not_ready(self, error: PlaybookError, seconds: float) -> ApiUnreachable | None:
+        """A refusal from an API server that is not ready yet (it just restarted: its caches are
+        still filling, so even a token or a role may be refused) is worth retrying; from a
+        ready one it is final (None)."""
+        why = self.not_ready(min(seconds, 10))
+        return None if why is None else ApiUnreachable(f"{error} (the API server is not ready: {why})")
+
+    def not_ready(self, timeout: float = 10) -> str | None:
+        """None when the API server reports itself ready (/readyz), else why not."""
+        try:
+            result = self.run("get", "--raw", "/readyz", timeout=timeout, check=False)
+        except ApiUnreachable as error:
+            return str(error)
+        if result.ok:
+            return None
+        failing = re.findall(r"\[-\]([\w/.-]+) failed", result.stderr + result.stdout)
+        return f"/readyz fails {', '.join(failing)}" if failing else _first_error_line(result.stderr or result.stdout)
 
     def wait_for_deployment(self, name: str, selector: str, timeout: float, label: str | None = None) -> None:
         """Wait until the Deployment's rollout is complete, as `kubectl rollout status` decides."""
@@ -250,10 +283,22 @@ class Kubectl:
     @contextmanager
     def port_forward(self, service: str, port: int, timeout: float = 20) -> Iterator[int]:
         """Forward a free local port on 127.0.0.1 to a service; yields the local port."""
+        with self.forward(service, port, timeout) as forward:
+            yield forward.port
+
+    @contextmanager
+    def forward(self, service: str, port: int, timeout: float = 20) -> Iterator[Forward]:
+        """Like port_forward, but yields a Forward that can tell whether it dropped since."""
         import sh
 
-        command = self._command()
+        command = self.command()
         lines: queue.Queue[str] = queue.Queue()
+        errors: list[str] = []
+
+        def error_line(line: str) -> None:
+            errors.append(line)
+            lines.put(line)
+
         process = command(
             *self.target.kubectl_flags(),
             "port-forward",
@@ -267,12 +312,12 @@ class Kubectl:
             _new_session=True,
             _tty_out=False,
             _out=lines.put,
-            _err=lines.put,
+            _err=error_line,
             _ok_code=list(range(256)),
         )
         try:
             local = _await_forwarding(lines, process, timeout)
-            yield local
+            yield Forward(service, local, process, errors, len(errors))
         finally:
             if process.is_alive():
                 process.terminate()
@@ -280,6 +325,33 @@ class Kubectl:
                 process.wait()
             except sh.SignalException:
                 pass  # kubectl ends by the SIGTERM sent above: that is the normal end
+
+
+@dataclass
+class Forward:
+    """A running `kubectl port-forward` to service, listening on 127.0.0.1:port."""
+
+    service: str
+    port: int
+    process: object = field(repr=False)
+    errors: list[str] = field(repr=False)
+    errors_before: int = 0  # stderr lines printed before the forward was up
+
+    def dropped(self, grace: float = 1.0) -> str | None:
+        """Why the forward dropped, or None while it runs.
+
+        kubectl reports a lost connection on stderr and then exits: after a new error line,
+        wait up to grace seconds for that exit.
+        """
+        deadline = time.monotonic() + (grace if len(self.errors) > self.errors_before else 0)
+        while self.process.is_alive():
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+        with suppress(Exception):  # collects its last output lines; a signal's end raises
+            self.process.wait()
+        said = [line.strip() for line in self.errors[self.errors_before :] if line.strip()]
+        return f"port-forward to service/{self.service} dropped: {said[-1] if said else 'kubectl exited without a message'}"
 
 
 def _await_forwarding(lines: queue.Queue, process, timeout: float) -> int:

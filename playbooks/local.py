@@ -127,6 +127,26 @@ def alive(state: dict | None) -> bool:
     return tail == argv[1:] and any(Path(part).name == program for part in cmdline[: len(cmdline) - len(argv) + 1])
 
 
+def leftovers(state: dict | None) -> list[int]:
+    """Processes still in the group of a recorded process that is gone: a crash or kill -9 of the
+    leader leaves its children running (mlflow's uvicorn keeps answering on the port).
+
+    While any member lives, the group's ID (the leader's PID) cannot be handed out again, so
+    these are the service's own processes.
+    """
+    if not state or state.get("corrupt") or not state.get("pid") or _cmdline(int(state["pid"])) is not None:
+        return []
+    pgid, members = int(state["pid"]), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ...
+            members.append(int(stat.parent.name))
+    return sorted(members)
+
+
 def stale_reason(state: dict | None) -> str | None:
     if state is None:
         return None
@@ -174,6 +194,8 @@ def ensure(c, service: str, process: Process, ports: dict, timeout: float, out=p
         stop_group(int(state["pid"]))
     elif (reason := stale_reason(state)) is not None:
         out(f"{label}: stale state ({reason}); starting afresh")
+        if leftovers(state):
+            stop_group(int(state["pid"]))
     path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     child = start(process.argv, process.env, log, cwd=folder)
@@ -229,7 +251,7 @@ def processes(c, service: str) -> dict[str, dict]:
 def stop(c, service: str, names: list[str] | None = None, grace: float = 10.0, out=print) -> list[str]:
     """Stop the service's processes (or the named ones) by process group; forget their state."""
     chosen = {name: state for name, state in processes(c, service).items() if names is None or name in names}
-    running = {name: int(state["pid"]) for name, state in chosen.items() if alive(state)}
+    running = {name: int(state["pid"]) for name, state in chosen.items() if alive(state) or leftovers(state)}
     for pid in running.values():  # TERM them all first: their shutdowns overlap
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
@@ -242,8 +264,29 @@ def stop(c, service: str, names: list[str] | None = None, grace: float = 10.0, o
 
 def health(state: dict) -> str:
     if not alive(state):
-        return stale_reason(state) or "not running"
+        reason = stale_reason(state)
+        # `down` forgets what it stops: a recorded process that is gone ended without it.
+        return f"{reason} (crashed or killed)" if reason and not state.get("corrupt") else reason or "not running"
     return "healthy" if _healthy_state(state) else "running but not answering"
+
+
+def crash_report(c, service: str | None = None, lines: int = 15) -> list[str]:
+    """For each recorded process (of service, or of every service) that died: the end of its log."""
+    services = [service] if service else sorted(p.name for p in state_root(c).glob("*") if p.is_dir())
+    report = []
+    for name in services:
+        for process, state in processes(c, name).items():
+            if state.get("corrupt") or alive(state):
+                continue
+            label = f"{name}/{process}" if process != name else name
+            log = service_dir(c, name) / f"{process}.log"
+            tail = tail_log(c, name, process, lines)
+            report.append(f"{label}: last lines of {log}:" if tail else f"{label}: {log} is empty")
+            report += [f"  {line}" for line in tail.splitlines()]
+            if left := leftovers(state):
+                pids = ", ".join(map(str, left))
+                report.append(f"{label}: processes it started still run (pids {pids}): `invoke {name}.down` stops them")
+    return report
 
 
 def purge(c, service: str) -> None:

@@ -22,6 +22,14 @@ from playbooks.procs import free_port, start, stop_group, wait_until
 
 DEFAULT_ASSETS = Path("/usr/local/kubebuilder/bin")
 ADMIN_TOKEN = "playbooks-envtest-admin-token"
+# Metadata of every request made with service-account credentials (a session's), and of no
+# other: the controller manager and the fake kubelet use the admin token and stay out.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}],
+}
 
 
 def find_binaries() -> dict[str, str] | None:
@@ -52,6 +60,8 @@ def _openssl(*args: str) -> None:
 class ControlPlane:
     workdir: Path
     binaries: dict[str, str]
+    # Audit log (JSON lines in workdir/audit.log, AUDIT_POLICY), written before each response returns.
+    audit: bool = True
 
     def start(self) -> ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +77,35 @@ class ControlPlane:
     def stop(self) -> None:
         for process in reversed(getattr(self, "processes", [])):
             stop_group(process.pid)
+
+    # ------------------------------------------------------------ faults
+
+    def _process_of(self, binary: str) -> subprocess.Popen | None:
+        return next((p for p in self.processes if p.args[0] == self.binaries.get(binary)), None)
+
+    def stop_apiserver(self) -> None:
+        """Stop the API server alone (etcd and the controller manager stay); its port goes quiet."""
+        from playbooks.procs import tcp_ok
+
+        stop_group(self._process_of("kube-apiserver").pid, grace=5)  # it drains watches for long; nothing to keep
+        wait_until(lambda: not tcp_ok("127.0.0.1", self.port), 20, "kube-apiserver to stop listening")
+
+    def start_apiserver(self) -> None:
+        """Start the stopped API server again, as it was (same etcd, port, certificates, flags); wait for /readyz."""
+        old = self._process_of("kube-apiserver")
+        log = self.workdir / "kube-apiserver.log"
+        process = start(list(old.args), dict(os.environ), log)
+        self.processes[self.processes.index(old)] = process
+        wait_until(self.ready, 90, "kube-apiserver", process, log)
+        manager = self._process_of("kube-controller-manager")
+        if manager is not None and manager.poll() is not None:  # it may give up while the API is away
+            self.processes.remove(manager)
+            self._controller_manager()
+
+    def restart_apiserver(self, down_for: float = 0) -> None:
+        self.stop_apiserver()
+        time.sleep(down_for)
+        self.start_apiserver()
 
     # ------------------------------------------------------------ pieces
 
@@ -105,6 +144,14 @@ class ControlPlane:
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         log = d / "kube-apiserver.log"
+        self.audit_log = d / "audit.log"
+        audit = []
+        if self.audit:
+            (d / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+            audit = [
+                "--audit-policy-file", str(d / "audit-policy.yaml"),
+                "--audit-log-path", str(self.audit_log), "--audit-log-mode", "blocking",
+            ]  # fmt: skip
         process = start(
             [
                 self.binaries["kube-apiserver"],
@@ -122,21 +169,23 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--endpoint-reconciler-type", "none",
+                *audit,
             ],
             dict(os.environ),
             log,
         )  # fmt: skip
         self.processes.append(process)
 
-        def ready() -> bool:
-            result = subprocess.run(
-                ["kubectl", "--server", self.server, "--token", ADMIN_TOKEN,
-                 "--certificate-authority", str(d / "serving.crt"), "get", "--raw", "/readyz"],
-                capture_output=True, timeout=10,
-            )  # fmt: skip
-            return result.returncode == 0
+        wait_until(self.ready, 90, "kube-apiserver", process, log)
 
-        wait_until(ready, 90, "kube-apiserver", process, log)
+    def ready(self) -> bool:
+        """Whether the API server answers /readyz with ok."""
+        result = subprocess.run(
+            ["kubectl", "--server", self.server, "--token", ADMIN_TOKEN,
+             "--certificate-authority", str(self.workdir / "serving.crt"), "get", "--raw", "/readyz"],
+            capture_output=True, timeout=10,
+        )  # fmt: skip
+        return result.returncode == 0
 
     def _controller_manager(self) -> None:
         d = self.workdir
