@@ -43,10 +43,12 @@ DEFAULTS: dict = {
         "rollout_timeout": 300,
         "job_timeout": 180,
     },
-    # Pod Security Standard "restricted" for every pod the playbooks create.
+    # Pod Security Standard "restricted" for every pod the playbooks create (README: Security).
     "security": {
         "pod": {
             "runAsNonRoot": True,
+            # uid 1000 is the `dask` user of the dask-gateway images; the other images run as
+            # any uid. fsGroup makes the volumes (database, objects) writable for it.
             "runAsUser": 1000,
             "runAsGroup": 1000,
             "fsGroup": 1000,
@@ -55,7 +57,13 @@ DEFAULTS: dict = {
         "container": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
+            # Each pod mounts an emptyDir on /tmp (and HOME points there where the image
+            # allows); data goes to its volume. Set false if a changed image writes elsewhere.
+            "readOnlyRootFilesystem": True,
         },
+        # A NetworkPolicy per service admitting ingress only from pods of the same namespace.
+        # Off by default: some platforms forbid creating NetworkPolicies. `invoke up --network-policy`.
+        "network_policy": False,
     },
     "tools": {
         "kubectl": "kubectl",

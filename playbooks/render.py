@@ -4,6 +4,10 @@ A string value `${key}` is replaced by the parameter itself (a list, a mapping, 
 or a string; None leaves the field out); `${key}` inside a longer string is substituted as text. Substitution walks
 the parsed YAML, never the text, so a value cannot inject structure. The common labels
 are set here and nowhere else.
+
+An optional document carries a top-level `x-when: ${key}`: it is rendered only when that
+parameter is true, and the key never reaches the API. It still counts among the
+service's templates, so `down` (which looks for the kinds of every template) removes it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ PART_OF = "datalab-playbooks"
 MANAGED_BY = "datalab-playbooks"
 REDACTED = "<redacted>"
 _WHOLE = re.compile(r"^\$\{([a-z_][a-z0-9_]*)\}$")
+WHEN = "x-when"
 
 
 def manifests_dir() -> Path:
@@ -121,7 +126,11 @@ def render(service: str, instance: str, namespace: str, params: dict) -> list[di
     """Every manifest of a service, with parameters, namespace and common labels set."""
     values = {"name": instance, "namespace": namespace, **plain(params)}
     try:
-        docs = [_substitute(copy.deepcopy(doc), values) for doc in load_templates(service)]
+        docs = [
+            _substitute(copy.deepcopy({key: value for key, value in doc.items() if key != WHEN}), values)
+            for doc in load_templates(service)
+            if WHEN not in doc or _substitute(doc[WHEN], values)
+        ]
     except KeyError as missing:
         raise PlaybookError(f"manifests of {service} need parameter {missing}") from None
     for doc in docs:
@@ -152,9 +161,11 @@ def kinds(docs: list[dict]) -> list[str]:
     out = []
     for doc in docs:
         group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
-        plural = doc["kind"].lower() + ("es" if doc["kind"].endswith("s") else "s")
-        if doc["kind"] == "PersistentVolumeClaim":
-            plural = "persistentvolumeclaims"
+        kind = doc["kind"].lower()
+        if kind.endswith("y"):
+            plural = kind[:-1] + "ies"  # networkpolicies
+        else:
+            plural = kind + ("es" if kind.endswith("s") else "s")
         name = f"{plural}.{group}" if group else plural
         if name not in out:
             out.append(name)
