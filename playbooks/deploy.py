@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from functools import partial
 
-from playbooks import quota
+from playbooks import preflight, quota
 from playbooks.errors import PlaybookError
 from playbooks.kube import Kubectl
 from playbooks.render import (
@@ -33,6 +33,8 @@ class Plan:
     deployments: list[str]
     timeout: float
     notes: list[str] = field(default_factory=list)
+    # Preflight checks of this plan's own (e.g. that its bucket answers): see playbooks/preflight.py.
+    checks: list[preflight.Check] = field(default_factory=list)
 
     @property
     def selector(self) -> str:
@@ -63,63 +65,117 @@ def kubectl_for(c, target: Target, dry_run: bool = False) -> Kubectl:
     )
 
 
-def check_access(target: Target, docs: list[dict], verbs: tuple[str, ...] = ("create", "patch")) -> None:
-    """Refuse before the first write when the credentials lack a permission the plan needs."""
-    missing = []
+def access_shortfalls(kubectl: Kubectl, docs: list[dict], verbs: tuple[str, ...] = ("get", "create", "patch")) -> list[str]:
+    """What the plan needs that the credentials may not do.
+
+    The SelfSubjectRulesReview of detection answers without a request; a denial it finds is
+    confirmed by a SelfSubjectAccessReview (`kubectl auth can-i`), since the rules review
+    omits what webhook authorizers allow.
+    """
+    target = kubectl.target
+    suspects = []
     for resource in kinds(docs):
         plural, _, group = resource.partition(".")
-        for verb in verbs:
-            if target.may(verb, plural, group) is False:
-                missing.append(f"{verb} {resource}")
-    if missing:
-        raise PlaybookError(
-            f"the credentials may not {', '.join(missing)} in namespace {target.namespace}: "
-            "ask for an edit role there or pick another namespace (does it exist?)"
-        )
+        suspects += [(verb, resource) for verb in verbs if target.may(verb, plural, group) is False]
+    if not suspects:
+        return []
+
+    def denied(verb: str, resource: str) -> list[str]:
+        answer = kubectl.run("auth", "can-i", verb, resource, timeout=20, check=False)
+        return [] if answer.stdout.strip() == "yes" else [f"{verb} {resource}"]
+
+    missing = preflight.gather([partial(denied, verb, resource) for verb, resource in suspects])
+    if not missing:
+        return []
+    return [
+        f"the credentials may not {', '.join(missing)} in namespace {target.namespace}: "
+        "ask for an edit role there or pick another namespace (does it exist?)"
+    ]
 
 
-def check_quota(kubectl: Kubectl, docs: list[dict]) -> None:
-    """Refuse before the first write if the namespace's quotas cannot take what docs add."""
+def check_access(kubectl: Kubectl, docs: list[dict]) -> None:
+    """Refuse before the first write when the credentials lack a permission the docs need."""
+    preflight.refuse(access_shortfalls(kubectl, docs))
+
+
+def quota_shortfalls(kubectl: Kubectl, docs: list[dict]) -> list[str]:
+    """Whether the namespace's quotas can take what docs add (net of what they replace)."""
     result = kubectl.run("get", "resourcequotas", "-o", "json", timeout=30, check=False)
     if not result.ok:
         kubectl.out(f"quota: not checked ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no answer'})")
-        return
+        return []
     quotas = json.loads(result.stdout or "{}").get("items", [])
-    if quotas:
+    if not quotas:
+        return []
+    try:
         quota.check(quotas, docs, kubectl.live(docs), kubectl.target.namespace)
+    except PlaybookError as error:
+        return [str(error)]
+    return []
+
+
+def run_preflight(kubectl: Kubectl, plans: list[Plan]) -> list[Plan]:
+    """Every check before the first write, all shortfalls in one refusal; returns the plans that change something.
+
+    Access is read from detection's answers; the tool check and the server-side diffs run
+    concurrently. Then, for the plans that change something, the quota and the plans' own
+    checks (a bucket that must answer) run together: a no-op `up` skips them.
+    """
+    shortfalls = access_shortfalls(kubectl, [doc for plan in plans for doc in plan.docs])
+    changed: dict[int, bool] = {}
+
+    def diff(plan: Plan) -> list[str]:
+        changed[id(plan)] = kubectl.differs(plan.docs)
+        return []
+
+    checks: list[preflight.Check] = [partial(preflight.kubectl_shortfalls, kubectl.binary, kubectl.command())]
+    if not kubectl.dry_run and not shortfalls:
+        checks += [partial(diff, plan) for plan in plans]
+    shortfalls += preflight.gather(checks)
+    diffed = len(changed) == len(plans)
+    changing = [plan for plan in plans if changed.get(id(plan))] if diffed else plans
+    later = [check for plan in changing for check in plan.checks]
+    if diffed and changing:
+        later.append(partial(quota_shortfalls, kubectl, [doc for plan in changing for doc in plan.docs]))
+    preflight.refuse(shortfalls + preflight.gather(later))
+    return changing
 
 
 def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
-    """Apply every plan, then wait for all of them together: wall time ~ the slowest."""
+    """Preflight, then apply every plan and wait for it, all plans at once: wall time ~ the slowest."""
     for plan in plans:
         for note in plan.notes:
             kubectl.out(f"{plan.instance}: {note}")
+    changing = run_preflight(kubectl, plans)
     if kubectl.dry_run:
         for plan in plans:
             kubectl.apply_now(plan.docs)
         return
-    changed = {id(plan) for plan in plans if kubectl.differs(plan.docs)}
-    if changed:
-        check_quota(kubectl, [doc for plan in plans if id(plan) in changed for doc in plan.docs])
-    for plan in plans:
-        if id(plan) in changed:
+    one_wait = sum(len(plan.deployments) for plan in plans) == 1
+
+    def apply_and_wait(plan: Plan) -> None:
+        changes = any(plan is other for other in changing)
+        if changes:
             kubectl.apply_now(plan.docs)
-        kubectl.out(f"{plan.instance}: {'applied changes' if id(plan) in changed else 'no change'}")
-    waits = [(plan, name) for plan in plans for name in plan.deployments]
-    run_all(
-        {
-            f"{plan.instance}/{name}": partial(kubectl.wait_for_deployment, name, plan.selector, plan.timeout, label)
-            for plan, name in waits
-            for label in [plan.instance if len(waits) == 1 else f"{plan.instance}/{name}"]
-        }
-    )
+        kubectl.out(f"{plan.instance}: {'applied changes' if changes else 'no change'}")
+        run_all(
+            {
+                f"{plan.instance}/{name}": partial(kubectl.wait_for_deployment, name, plan.selector, plan.timeout, label)
+                for name in plan.deployments
+                for label in [plan.instance if one_wait else f"{plan.instance}/{name}"]
+            }
+        )
+
+    run_all({plan.instance: partial(apply_and_wait, plan) for plan in plans})
 
 
 def tear_down(
     kubectl: Kubectl, service: str, instance: str | None, purge: bool, keep: tuple[str, ...] = ("persistentvolumeclaim/",)
 ) -> list[str]:
     """Delete what carries the service's labels; what holds data (keep: name prefixes) stays unless purge."""
-    found = kubectl.names(kinds(list(load_templates(service))), managed_selector(service, instance))
+    # A kind the credentials may not list (a platform that forbids NetworkPolicies) holds nothing of ours.
+    listable = [k for k in kinds(list(load_templates(service))) if kubectl.target.may("list", *k.split(".", 1)) is not False]
+    found = kubectl.names(listable, managed_selector(service, instance))
     doomed = [n for n in found if purge or not n.startswith(keep)]
     kept = [n for n in found if n not in doomed]
     label = instance or service

@@ -211,7 +211,7 @@ class Helm:
             )
         if found < MINIMUM_VERSION:
             raise PlaybookError(
-                f"{self.binary} is helm {'.'.join(map(str, found))}, older than 3.8: install helm 3.8+ or set tools.helm"
+                f"helm {'.'.join(map(str, found))} ({self.binary}) is too old: install helm 3.8 or newer, or set tools.helm"
             )
         _checked[self.binary] = found
         return found

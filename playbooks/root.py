@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from playbooks import local
+from playbooks import local, security
 from playbooks.deploy import apply_plans, kubectl_for, resolve_target
 from playbooks.errors import PlaybookError, task
 from playbooks.kube import Kubectl
 from playbooks.local import state_root
 from playbooks.render import managed_selector
 from playbooks.report import summary_table
+from playbooks.s3 import validate_bucket
 from playbooks.services import dask, dask_local, gateway, gateway_local, mlflow, mlflow_local
 from playbooks.target import Target, local_from_config
 from playbooks.together import run_all
@@ -102,16 +103,24 @@ def choose_services(only: str | None, mode: str) -> list[str]:
         "bucket": "MLflow's artifact bucket (default: WORKSHOP_NAMESPACE).",
         "workers": "Number of Dask workers (default: keep the running count, else dask.workers).",
         "dry-run": "Print the manifests and commands; change nothing (cluster modes).",
+        "network-policy": "Also give MLflow and Dask a NetworkPolicy: ingress only from pods of this namespace (security.network_policy).",
         **TARGET_HELP,
     }
 )
-def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_run=False):
+def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_run=False, network_policy=False):
     """Deploy every service the mode allows (MLflow, Dask; Gateway in vCluster mode) at once, and wait for all."""
     if local_from_config(c, mode):
         resolve_target(c, namespace, mode)
         if dry_run:
             raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        if network_policy:
+            raise PlaybookError("--network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only")
         names = choose_services(only, "local") if only else ["mlflow", "dask"]
+        # The services start side by side: a bad input of one must stop all before any starts.
+        if bucket:
+            validate_bucket(bucket)
+        if workers is not None:
+            dask.worker_count(workers)
         starters = {
             "mlflow": lambda: mlflow_local.up(c, bucket),
             "dask": lambda: dask_local.up(c, workers),
@@ -124,6 +133,10 @@ def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_r
         choose_services(only, "vcluster")
     target = resolve_target(c, namespace, mode)
     names = choose_services(only, target.mode)
+    if network_policy:
+        c.config.security.network_policy = True
+    if "gateway" in names and security.network_policy(c):
+        print("gateway: no NetworkPolicy (the dask-gateway chart has none; README: Security)", flush=True)
     plans = []
     if "mlflow" in names:
         plans.append(mlflow.plan_up(c, bucket=bucket, namespace=namespace, mode=mode)[1])
@@ -154,9 +167,15 @@ def down(c, only=None, purge=False, namespace=None, mode=None, dry_run=False):
     found = resolve_target(c, namespace, mode)
     names = choose_services(only, found.mode) if only else list(SERVICES)
     if found.local:
-        stoppers = {"gateway": gateway_local.down, "dask": dask_local.down, "mlflow": lambda c: mlflow_local.down(c, purge)}
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
+        stoppers = {
+            "gateway": lambda: gateway_local.down(c, purge),
+            "dask": lambda: dask_local.down(c),
+            "mlflow": lambda: mlflow_local.down(c, purge),
+        }
         for name in reversed(names):
-            stoppers[name](c)
+            stoppers[name]()
         return
     if "gateway" in names and found.mode == "vcluster":
         kubectl = kubectl_for(c, found)
@@ -221,3 +240,5 @@ def status(c, namespace=None, mode=None):
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for line in local.crash_report(c) if found.local else []:
+        print(line)

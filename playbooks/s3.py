@@ -42,7 +42,7 @@ class S3Settings:
     def secrets(self) -> list[str]:
         return [v for v in (self.access_key, self.secret_key, self.session_token) if v]
 
-    def client(self):
+    def client(self, attempts: int = 2, connect_timeout: float = 5):
         """A boto3 S3 client with path-style addressing (S3-compatible endpoints)."""
         import boto3
         from botocore.config import Config
@@ -56,11 +56,38 @@ class S3Settings:
             region_name=self.region or "us-east-1",
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 2},
-                connect_timeout=5,
+                retries={"max_attempts": attempts},
+                connect_timeout=connect_timeout,
                 read_timeout=20,
             ),
         )
+
+    def where(self) -> str:
+        return self.endpoint_url or "AWS S3"
+
+
+def bucket_shortfalls(s3: S3Settings, bucket: str) -> list[str]:
+    """Whether the credentials reach the bucket (S3 HeadBucket); what is wrong if not."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.client(attempts=1, connect_timeout=3).head_bucket(Bucket=bucket)
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = error.response.get("Error", {}).get("Code", "?")
+        if status == 404 or code in ("404", "NoSuchBucket"):
+            return [f"bucket {bucket} does not exist at {s3.where()}: create it or pass another --bucket"]
+        if status in (401, 403):
+            return [
+                f"the S3 credentials may not use bucket {bucket} at {s3.where()} ({status} {code}): "
+                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass another --bucket"
+            ]
+        return [f"S3 at {s3.where()} answered {status} {code} for bucket {bucket}: check AWS_ENDPOINT_URL and the bucket"]
+    except BotoCoreError as error:
+        cause = error.kwargs.get("error") if isinstance(error.kwargs.get("error"), Exception) else error
+        reason = str(cause).rsplit(": ", 1)[-1][:160]
+        return [f"cannot reach S3 endpoint {s3.where()} ({reason}): check AWS_ENDPOINT_URL and the network"]
+    return []
 
 
 def s3_from_env(env: Mapping[str, str], required: bool = True) -> S3Settings | None:

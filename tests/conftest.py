@@ -23,6 +23,20 @@ BUCKET = "ws-frank"
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
+def one_error_line(result, fragments: tuple[str, ...] = ()) -> str:
+    """Bad input's promise: exit code 1, no traceback, one `error: ` line holding every fragment."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    print(lines[0])  # pytest -rP shows each case's line
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
 @pytest.fixture(autouse=True)
 def _no_telemetry(monkeypatch):
     for key, value in QUIET_ENV.items():
@@ -120,6 +134,23 @@ def strict_mlflow_server(tmp_path_factory, s3_server):
     )
     yield server
     stop_group(process.pid)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A real Dask scheduler with one real worker."""
+    from tests.test_dask_check import start_scheduler, start_worker
+
+    tmp = tmp_path_factory.mktemp("dask")
+    scheduler_process, scheduler = start_scheduler(tmp)
+    try:
+        worker_process = start_worker(tmp, scheduler)
+        try:
+            yield scheduler
+        finally:
+            stop_group(worker_process.pid)
+    finally:
+        stop_group(scheduler_process.pid)
 
 
 def pytest_addoption(parser):

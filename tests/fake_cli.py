@@ -104,7 +104,9 @@ def helm(argv: list[str], state: dict) -> int:
 def kubectl(argv: list[str], state: dict, stdin: str | None) -> int:
     args = strip_flags(argv, ("--kubeconfig", "--context", "--namespace"))
     secret = state.get("secret")
-    if args[0] == "get" and args[1].startswith("secret/"):
+    if args[:2] == ["version", "--client"]:
+        print(json.dumps({"clientVersion": {"major": "1", "minor": "35", "gitVersion": "v1.35.0"}}))
+    elif args[0] == "get" and args[1].startswith("secret/"):
         if secret:
             encoded = base64.b64encode(secret.encode()).decode()
             print(json.dumps({"kind": "Secret", "data": {"password": encoded}}))

@@ -67,21 +67,6 @@ def start_worker(tmp: Path, scheduler: Scheduler) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory):
-    """A real scheduler with one real worker."""
-    tmp = tmp_path_factory.mktemp("dask")
-    scheduler_process, scheduler = start_scheduler(tmp)
-    try:
-        worker_process = start_worker(tmp, scheduler)
-        try:
-            yield scheduler
-        finally:
-            stop_group(worker_process.pid)
-    finally:
-        stop_group(scheduler_process.pid)
-
-
-@pytest.fixture(scope="module")
 def lonely_scheduler(tmp_path_factory):
     """A real scheduler that no worker ever joins."""
     process, scheduler = start_scheduler(tmp_path_factory.mktemp("dask-lonely"))

@@ -74,7 +74,7 @@ def test_cluster_pods_get_the_restricted_security_context_and_resources():
         pod = backend[role]["extraPodConfig"]["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
         container = backend[role]["extraContainerConfig"]["securityContext"]
-        assert container == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        assert container == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
         assert backend[role]["memory"]["limit"]
     assert backend["worker"]["threads"] == 1
 
@@ -295,33 +295,35 @@ def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, 
     out = capsys.readouterr().out
     helm_calls = fakes.calls("helm")
     argvs = [call["argv"] for call in helm_calls]
-    assert argvs[:5] == [
+    assert argvs[:6] == [
         ["version", "--short"],
         ["repo", "list", "-o", "json"],
         ["repo", "add", "dask", "https://helm.dask.org"],
+        ["search", "repo", "dask/dask-gateway", "--version", "2026.3.0", "-o", "json"],
         [*LIST, *HELM_FLAGS],
+        # The chart is read (its CRDs) before any write: a missing version stops here.
         ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
     ]
-    upgrade = argvs[5]
+    upgrade = argvs[6]
     temp = upgrade[9]
     assert TMP_VALUES.match(temp)
     assert upgrade == [
         "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
         "--values", VALUES, "--values", temp, "--wait", "--timeout", "600s", *HELM_FLAGS,
     ]  # fmt: skip
-    assert len(argvs) == 6
-    assert helm_calls[5]["files"][temp]["mode"] == "0o600"
+    assert len(argvs) == 7
+    assert helm_calls[6]["files"][temp]["mode"] == "0o600"
     assert not Path(temp).exists() and not Path(temp).parent.exists()
-    assert "secretKeyRef" in helm_calls[5]["files"][temp]["text"]
+    assert "secretKeyRef" in helm_calls[6]["files"][temp]["text"]
     # The Secret, then the CRDs (left over from an earlier install, helm would keep them
     # old), went in by server-side apply before helm ran.
-    applies = [c for c in fakes.calls("kubectl") if c["argv"][len(KUBECTL_FLAGS)] == "apply"]
+    applies = [c for c in fakes.calls("kubectl") if c["argv"][len(KUBECTL_FLAGS):][:1] == ["apply"]]
     assert [a["argv"] for a in applies] == [
         [*KUBECTL_FLAGS, "apply", "--server-side", "--field-manager=datalab-playbooks", "--force-conflicts", "-f", "-"]
     ] * 2
     assert "kind: Secret" in applies[0]["stdin"] and "app.kubernetes.io/managed-by: datalab-playbooks" in applies[0]["stdin"]
     assert "kind: CustomResourceDefinition" in applies[1]["stdin"]
-    assert applies[1]["time"] < helm_calls[5]["time"]
+    assert applies[1]["time"] < helm_calls[6]["time"]
     password = fakes.read_state()["secret"]
     assert len(password) >= 32
     everything = json.dumps([c["argv"] for c in fakes.calls()]) + json.dumps([c["files"] for c in fakes.calls()]) + out
@@ -335,7 +337,7 @@ def test_upgrade_applies_the_crds_server_side_before_helm_upgrade(fakes, in_mode
     fakes.state(repos={"dask": "https://helm.dask.org/"}, release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
     gateway.up(fakes.context())
     calls = fakes.calls()
-    order = [(c["tool"], c["argv"][len(KUBECTL_FLAGS)] if c["tool"] == "kubectl" else c["argv"][0]) for c in calls]
+    order = [(c["tool"], c["argv"][len(KUBECTL_FLAGS):][:1] if c["tool"] == "kubectl" else c["argv"][0]) for c in calls]
     assert [a for a in (c["argv"] for c in calls if c["tool"] == "helm")][:6] == [
         ["version", "--short"],
         ["repo", "list", "-o", "json"],
@@ -405,7 +407,7 @@ def test_dry_run_prints_argv_and_values_and_changes_nothing(fakes, in_mode, caps
     assert KNOWN_PASSWORD not in out and base64.b64encode(KNOWN_PASSWORD.encode()).decode() not in out
     assert "password: <redacted>" in out  # the Secret, as kubectl would apply it
     writes = [a for a in fakes.argvs("helm") if a[0] in ("upgrade", "uninstall") or a[:2] == ["repo", "add"]]
-    writes += [a for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS)] in ("apply", "delete", "diff")]
+    writes += [a for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS):][:1] in (["apply"], ["delete"], ["diff"])]
     assert writes == []
     assert KNOWN_PASSWORD not in json.dumps(fakes.argvs("helm") + fakes.argvs("kubectl"))
 
@@ -432,10 +434,10 @@ def test_progress_is_shown_while_helm_waits(fakes, in_mode, capsys):
 def test_old_or_missing_helm_is_refused_before_any_write(fakes, in_mode):
     in_mode("vcluster")
     fakes.state(helm_version="v3.7.2+g663a896")
-    with pytest.raises(Exit, match=r"helm 3\.7\.2, older than 3\.8: install helm 3\.8\+ or set tools\.helm"):
+    with pytest.raises(Exit, match=r"helm 3\.7\.2 \(\S+fake-helm\) is too old: install helm 3\.8 or newer, or set tools\.helm"):
         gateway.up(fakes.context())
     assert fakes.argvs("helm") == [["version", "--short"]]
-    assert fakes.argvs("kubectl") == []
+    assert fakes.argvs("kubectl") == [["version", "--client", "-o", "json"]]
     with pytest.raises(Exit, match=r"helm-not-installed not found: install helm 3\.8\+ or set tools\.helm"):
         gateway.up(fakes.context(tools={"helm": "helm-not-installed"}))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from invoke import Collection
 
+from playbooks import security
 from playbooks.deploy import (
     Plan,
     apply_plans,
@@ -22,7 +23,7 @@ from playbooks.deploy import (
     resolve_target,
     tear_down,
 )
-from playbooks.endpoint import in_cluster_host, service_endpoint
+from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
 from playbooks.jobs import run_job
 from playbooks.kube import Kubectl
@@ -177,8 +178,7 @@ def build_plan(c, target: Target, name: str, workers: int, resources: dict, work
         "scheduler_resources": scheduler_resources,
         "worker_resources": resources,
         "scratch_size": cfg.worker_scratch_size,
-        "pod_security_context": c.config.security.pod,
-        "container_security_context": c.config.security.container,
+        **security.params(c),
     }
     notes = [f"image {cfg.image}", f"{workers} worker(s){workers_origin}"]
     if scheduler_resources.get("limits", {}).keys() >= {"cpu", "memory"}:
@@ -232,7 +232,6 @@ def plan_up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, nam
         running = worker["spec"].get("replicas", 1) if worker else None
     count, origin = choose_workers(workers, running, c.config.dask.workers)
     plan = build_plan(c, target, instance, count, resources, origin)
-    check_access(target, plan.docs)
     return target, plan
 
 
@@ -273,6 +272,8 @@ def down(c, name=None, namespace=None, mode=None, dry_run=False):
     instance = _instance(c, name)
     target = resolve_target(c, namespace, mode)
     if target.local:
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
         dask_local.down(c)
         return
     kubectl = kubectl_for(c, target, dry_run)
@@ -295,6 +296,8 @@ def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
     timeout = _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
     target = resolve_target(c, namespace, mode)
     if target.local:
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `dask.scale` starts or stops workers at once (leave --dry-run out)")
         dask_local.scale(c, count)
         return
     kubectl = kubectl_for(c, target, dry_run)
@@ -409,8 +412,7 @@ def smoke_job_docs(c, target: Target, name: str, timeout: float) -> list[dict]:
         "args": [scheduler_address(name), "--timeout", f"{timeout:g}", "--min-workers", "1", "--service", name],
         "deadline": int(job_timeout),
         "resources": check_resources(cfg.smoke_resources, "dask.smoke_resources"),
-        "pod_security_context": c.config.security.pod,
-        "container_security_context": c.config.security.container,
+        **security.params(c),
     }
     return render(SMOKE, name, target.namespace, params)
 
@@ -420,7 +422,7 @@ def smoke_in_cluster(c, target: Target, kubectl: Kubectl, name: str, timeout: fl
     from playbooks.dask_check import decode_report
 
     docs = smoke_job_docs(c, target, name, timeout)
-    check_access(target, docs)
+    check_access(kubectl, docs)
     job_timeout = float(c.config.dask.smoke_job_timeout)
     selector = label_selector(selector_labels(SMOKE, name))
     start = time.monotonic()
@@ -454,9 +456,12 @@ def smoke_reports(c, target: Target, kubectl: Kubectl, name: str | None = None, 
             print(f"{inst}: checking {scheduler_address(inst)} from a Job in the cluster", flush=True)
             report = smoke_in_cluster(c, target, kubectl, inst, seconds)
         else:
-            with service_endpoint(kubectl, f"{inst}-scheduler", SCHEDULER_PORT) as endpoint:
+
+            def check(endpoint, inst=inst) -> Report:
                 print(f"{inst}: checking {endpoint.url('tcp')} via {endpoint.how}", flush=True)
-                report = run_check(endpoint.url("tcp"), seconds, min_workers=1, service=inst)
+                return run_check(endpoint.url("tcp"), seconds, min_workers=1, service=inst)
+
+            report = check_service(kubectl, f"{inst}-scheduler", [SCHEDULER_PORT], check)
         print(report.render(), flush=True)
         reports.append(report)
     return reports

@@ -214,6 +214,8 @@ def status(c) -> bool:
         health = local.health(state) if state else "not running"
         healthy &= health == "healthy"
         print(f"dask/{name}: {health}" + (f" (pid {state['pid']})" if local.alive(state) else ""))
+    for line in local.crash_report(c, SERVICE):
+        print(line)
     scheduler = recorded.get(SCHEDULER)
     if scheduler and local.alive(scheduler):
         joined = joined_workers(scheduler["ports"]["dashboard"])

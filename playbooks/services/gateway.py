@@ -11,13 +11,15 @@ import json
 import secrets
 import shlex
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
 from invoke import Collection
 
+from playbooks import preflight
 from playbooks.deploy import config_hash, kubectl_for, resolve_target
-from playbooks.endpoint import in_cluster_host, service_endpoint
+from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
 from playbooks.gateway_check import run_check
 from playbooks.helm import Helm, merge_values, redact_values, values_file
@@ -144,14 +146,20 @@ def prepare_chart(helm: Helm, source: ChartSource) -> None:
     if source.kind != "repo":
         return
     name = source.ref.partition("/")[0]
-    if source.repo:
-        if helm.ensure_repo(*source.repo):
-            return
-    elif name not in helm.repos():
+    added = bool(source.repo) and helm.ensure_repo(*source.repo)
+    if not source.repo and name not in helm.repos():
         raise PlaybookError(f"helm repository {name!r} is not configured: run `helm repo add {name} URL` or pass --chart")
+    if helm.dry_run and added:
+        return  # the repository was only shown, not added: there is no index to search
     if not helm.has_chart_version(source.ref, str(source.version)):
-        helm.out(f"{source.ref}: version {source.version} not in the cached index; updating repository {name}")
-        helm.update_repo(name)
+        if not added:
+            helm.out(f"{source.ref}: version {source.version} not in the cached index; updating repository {name}")
+            helm.update_repo(name)
+        if not helm.dry_run and not helm.has_chart_version(source.ref, str(source.version)):
+            raise PlaybookError(
+                f"chart {source.ref} has no version {source.version}: set gateway.chart_version to a published one "
+                f"(helm search repo {source.ref} --versions)"
+            )
 
 
 def file_values() -> dict:
@@ -165,11 +173,27 @@ def _image(ref: str) -> dict:
     return {"name": name, "tag": tag}
 
 
-def _cluster_pods(cfg: dict, security) -> dict:
-    """Scheduler or worker settings for the chart: cores, memory, and the pod security contexts."""
+# The writable /tmp of each Dask cluster pod (the root filesystem is read-only): Python's
+# temporary files, and the worker's local directory for spilling (dask's default is /tmp).
+# HOME stays the image's /home/dask: its packages live in ~/.local (a user install).
+BACKEND_TMP_SIZE = {"scheduler": "256Mi", "worker": "1Gi"}
+
+
+def _cluster_pods(role: str, cfg: dict, security) -> dict:
+    """Scheduler or worker settings for the chart: cores, memory, the security contexts and /tmp.
+
+    The controller merges extraPodConfig into the pod spec and extraContainerConfig into the
+    container, appending lists (dask_gateway_server.backends.kubernetes.utils.merge_json_objects).
+    """
     out = {key: value for key, value in cfg.items() if key in ("cores", "memory", "threads")}
-    out["extraPodConfig"] = {"securityContext": plain(security.pod)}
-    out["extraContainerConfig"] = {"securityContext": plain(security.container)}
+    out["extraPodConfig"] = {
+        "securityContext": plain(security.pod),
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": BACKEND_TMP_SIZE[role]}}],
+    }
+    out["extraContainerConfig"] = {
+        "securityContext": plain(security.container),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
     return out
 
 
@@ -187,8 +211,8 @@ def overrides(c, release: str, password: str) -> dict:
             "env": [{"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(release), "key": "password"}}}],
             "backend": {
                 "image": _image(cfg.backend_image),
-                "scheduler": _cluster_pods(plain(cfg.scheduler), c.config.security),
-                "worker": _cluster_pods(plain(cfg.worker), c.config.security),
+                "scheduler": _cluster_pods("scheduler", plain(cfg.scheduler), c.config.security),
+                "worker": _cluster_pods("worker", plain(cfg.worker), c.config.security),
             },
         },
         "controller": {"image": server, "resources": resources["controller"]},
@@ -217,14 +241,17 @@ def password_docs(release: str, namespace: str, password: str) -> list[dict]:
     return render(AUTH, release, namespace, {"secret_name": secret_name(release), "password": encoded})
 
 
-def ensure_password(kubectl: Kubectl, release: str) -> str:
-    """The release's password: reused from its Secret, or generated and stored there."""
+def choose_password(kubectl: Kubectl, release: str) -> str:
+    """The release's password: reused from its Secret, or generated (store_password keeps it)."""
     password = read_password(kubectl, release)
     if password is None:
         password = secrets.token_urlsafe(32)
         kubectl.out(f"{release}: {'would generate' if kubectl.dry_run else 'generated'} a password in Secret {secret_name(release)}")
-    kubectl.apply(password_docs(release, kubectl.target.namespace, password))
     return password
+
+
+def store_password(kubectl: Kubectl, release: str, password: str) -> None:
+    kubectl.apply(password_docs(release, kubectl.target.namespace, password))
 
 
 # ---------------------------------------------------------------- up
@@ -248,13 +275,22 @@ def helm_for(c, target: Target, dry_run: bool = False) -> Helm:
     return Helm(target, binary=c.config.tools.helm, dry_run=dry_run, out=lambda line: print(line, flush=True))
 
 
-def apply_crds(helm: Helm, kubectl: Kubectl, source: ChartSource) -> None:
+def check_tools(helm: Helm, kubectl: Kubectl) -> None:
+    """helm and kubectl are there and new enough; both are reported at once."""
+
+    def helm_shortfalls() -> list[str]:
+        helm.version()
+        return []
+
+    preflight.require([helm_shortfalls, partial(preflight.kubectl_shortfalls, kubectl.binary, kubectl.command())])
+
+
+def apply_crds(kubectl: Kubectl, docs: list[dict]) -> None:
     """Apply the chart's CRDs server-side before every install or upgrade.
 
     helm creates CRDs only when they are absent and never upgrades them: an upgrade, or an
     install over CRDs left by `down` without --purge, would otherwise keep old ones.
     """
-    docs = helm.show_crds(source.argv())
     names = [doc["metadata"]["name"] for doc in docs]
     if kubectl.dry_run:
         line = shlex.join(kubectl.argv("apply", "--server-side", f"--field-manager={kubectl.field_manager}", "--force-conflicts", "-f", "-"))
@@ -344,15 +380,19 @@ def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry
         return
     require_vcluster(target)
     helm, kubectl = helm_for(c, target, dry_run), kubectl_for(c, target, dry_run)
-    helm.version()
+    check_tools(helm, kubectl)
     prepare_chart(helm, source)
     existing = helm.release(name)
-    password = ensure_password(kubectl, name)
+    password = choose_password(kubectl, name)
     extra = overrides(c, name, password)
+    # A new password changes the values (its digest is an annotation): unchanged means stored.
     if unchanged(helm, name, existing, source, merge_values(file_values(), extra)):
         helm.out(f"{name}: release {existing['chart']} already deployed with these values; no change")
     else:
-        apply_crds(helm, kubectl, source)
+        # Reading the chart first: a chart version that does not exist stops before any write.
+        crds = helm.show_crds(source.argv())
+        store_password(kubectl, name, password)
+        apply_crds(kubectl, crds)
         install(helm, kubectl, name, source, extra, seconds)
     if not dry_run:
         print_access(c, target, kubectl, name)
@@ -403,6 +443,8 @@ def down(c, release=None, purge=False, chart=None, timeout=None, namespace=None,
     seconds = _seconds(timeout if timeout is not None else cfg.timeout, "--timeout")
     target = resolve_target(c, namespace, mode)
     if target.local:
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
         gateway_local.down(c, purge)
         return
     helm, kubectl = helm_for(c, target, dry_run), kubectl_for(c, target, dry_run)
@@ -523,15 +565,14 @@ def smoke_reports(c, target: Target, kubectl: Kubectl | None, name: str | None =
             raise PlaybookError(f"gateway {release!r} has no password Secret {secret_name(release)}: run `invoke gateway.up`")
         service = traefik_service(release)
         web, tcp = ports
-        with service_endpoint(kubectl, service, web) as endpoint:
+
+        def check(endpoint, scheduler=None, release=release, password=password) -> Report:
             print(f"{release}: checking {endpoint.url()} via {endpoint.how}", flush=True)
-            if tcp == web:
-                report = run_check(endpoint.url(), f"gateway://{endpoint.host}:{endpoint.port}", password,
-                                   float(c.config.gateway.smoke_timeout), service=release)  # fmt: skip
-            else:
-                with service_endpoint(kubectl, service, tcp) as scheduler:
-                    report = run_check(endpoint.url(), f"gateway://{scheduler.host}:{scheduler.port}", password,
-                                       float(c.config.gateway.smoke_timeout), service=release)  # fmt: skip
+            scheduler = scheduler or endpoint
+            return run_check(endpoint.url(), f"gateway://{scheduler.host}:{scheduler.port}", password,
+                             float(c.config.gateway.smoke_timeout), service=release)  # fmt: skip
+
+        report = check_service(kubectl, service, [web] if tcp == web else [web, tcp], check)
         print(report.render(), flush=True)
         reports.append(report)
     return reports

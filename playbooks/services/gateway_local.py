@@ -227,6 +227,8 @@ def status(c, show_password: bool = False) -> bool:
     health = local.health(state)
     if not local.alive(state):
         print(f"gateway: {health}: run `invoke gateway.up` to start it again")
+        for line in local.crash_report(c, SERVICE):
+            print(line)
         return False
     print(f"gateway: {health} (pid {state['pid']})")
     clusters = [p.name for p in clusters_dir(c).iterdir() if p.is_dir()] if clusters_dir(c).is_dir() else []

@@ -5,26 +5,35 @@ from __future__ import annotations
 import base64
 import os
 import shlex
+from functools import partial
 
 from invoke import Collection
 
+from playbooks import security
 from playbooks.deploy import (
     Plan,
     apply_plans,
-    check_access,
     config_hash,
     deployed_instances,
     kubectl_for,
     resolve_target,
     tear_down,
 )
-from playbooks.endpoint import in_cluster_host, service_endpoint
+from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
 from playbooks.kube import Kubectl
 from playbooks.mlflow_check import round_trip
+from playbooks.quantity import check_resources
 from playbooks.render import managed_selector, render
 from playbooks.report import Report
-from playbooks.s3 import S3Settings, choose_bucket, s3_from_env, validate_bucket, validate_prefix
+from playbooks.s3 import (
+    S3Settings,
+    bucket_shortfalls,
+    choose_bucket,
+    s3_from_env,
+    validate_bucket,
+    validate_prefix,
+)
 from playbooks.services import mlflow_local, storage_cluster
 from playbooks.target import Target, local_from_config, validate_namespace
 
@@ -73,9 +82,8 @@ def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: st
         "s3_env": s3.public_env(),
         "storage_size": cfg.storage_size,
         "storage_class": cfg.storage_class,
-        "resources": cfg.resources,
-        "pod_security_context": c.config.security.pod,
-        "container_security_context": c.config.security.container,
+        "resources": check_resources(cfg.resources, "mlflow.resources"),
+        **security.params(c),
         "config_hash": config_hash(cfg.image, bucket, prefix, hosts, s3.public_env(), credentials),
     }
     notes = [f"artifacts go to s3://{bucket}/{prefix} (bucket from {bucket_origin})"]
@@ -120,12 +128,16 @@ def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, s
             s3_from_env(os.environ)  # raises: no credentials, and says how to get them
         s3, chosen = found
         origin = f"the storage service ({s3.endpoint_url})"
+        # Its endpoint is an in-cluster name: storage.up checked the bucket from inside.
+        reachable_here = False
     else:
         chosen, origin = choose_bucket(bucket, cfg.bucket, os.environ)
         s3 = s3_from_env(os.environ)
         target = resolve_target(c, namespace, mode)
+        reachable_here = True
     plan = build_plan(c, target, s3, chosen, origin, chosen_prefix, instance)
-    check_access(target, plan.docs)
+    if reachable_here:
+        plan.checks.append(partial(bucket_shortfalls, s3, chosen))
     return target, plan
 
 
@@ -167,6 +179,8 @@ def down(c, name=None, purge=False, namespace=None, mode=None, dry_run=False):
     instance = _instance(c, name)
     target = resolve_target(c, namespace, mode)
     if target.local:
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
         mlflow_local.down(c, purge)
         return
     tear_down(kubectl_for(c, target, dry_run), SERVICE, instance, purge)
@@ -229,9 +243,12 @@ def smoke_reports(c, target: Target, kubectl: Kubectl | None, name: str | None =
         if not state.get("items"):
             raise PlaybookError(f"mlflow {inst!r} is not deployed in namespace {target.namespace}: run `invoke mlflow.up`")
         bucket, prefix = artifact_destination(state["items"][0])
-        with service_endpoint(kubectl, inst, int(c.config.mlflow.port)) as endpoint:
+
+        def check(endpoint, inst=inst, bucket=bucket, prefix=prefix) -> Report:
             print(f"{inst}: checking {endpoint.url()} via {endpoint.how}", flush=True)
-            report = round_trip(endpoint.url(), s3=s3, bucket=bucket, prefix=prefix, service=inst)
+            return round_trip(endpoint.url(), s3=s3, bucket=bucket, prefix=prefix, service=inst)
+
+        report = check_service(kubectl, inst, [int(c.config.mlflow.port)], check)
         print(report.render(), flush=True)
         reports.append(report)
     return reports
@@ -245,7 +262,8 @@ def smoke(c, name=None, namespace=None, mode=None):
     kubectl = None if target.local else kubectl_for(c, target)
     reports = smoke_reports(c, target, kubectl, instance)
     if not reports:
-        raise PlaybookError(f"mlflow is not deployed in namespace {target.namespace}: run `invoke mlflow.up`")
+        where = "running on this machine" if target.local else f"deployed in namespace {target.namespace}"
+        raise PlaybookError(f"mlflow is not {where}: run `invoke mlflow.up`")
     failed = [r for r in reports if not r.ok]
     if failed:
         raise PlaybookError(f"smoke check failed: {failed[0].failure}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from playbooks import local
+from playbooks import local, preflight
 from playbooks.deploy import config_hash
 from playbooks.errors import PlaybookError
 from playbooks.mlflow_check import round_trip
 from playbooks.report import Report
-from playbooks.s3 import S3Settings, choose_bucket, s3_from_env
+from playbooks.s3 import S3Settings, bucket_shortfalls, choose_bucket, s3_from_env, validate_bucket
 
 SERVICE = "mlflow"
 
@@ -20,6 +20,8 @@ def artifact_store(c, bucket, prefix: str, storage: str | None) -> tuple[str, S3
 
     if storage not in (None, "", "local-s3", "env", "none"):
         raise PlaybookError(f"unknown --storage {storage!r}: use local-s3, env or none")
+    if bucket:
+        validate_bucket(bucket)
     running = storage_local.settings(c)
     if storage == "local-s3" or (storage is None and running and not os.environ.get("AWS_ENDPOINT_URL")):
         if running is None:
@@ -59,6 +61,8 @@ def up(c, bucket=None, prefix=None, port=None, storage=None) -> None:
 
     chosen_prefix = validate_prefix(prefix if prefix is not None else c.config.mlflow.prefix)
     destination, s3, why = artifact_store(c, bucket, chosen_prefix, storage)
+    if s3 is not None:
+        preflight.refuse(bucket_shortfalls(s3, destination.removeprefix("s3://").partition("/")[0]))
     state = local.processes(c, SERVICE).get(SERVICE)
     chosen_port = local.choose_port(port, c.config.mlflow.get("local_port"), previous=state)
     print(f"mlflow: artifacts go to {destination} ({why})", flush=True)
@@ -87,6 +91,8 @@ def status(c) -> bool:
         return False
     health = local.health(state)
     print(f"mlflow: {health} (pid {state.get('pid')}), http://127.0.0.1:{state.get('ports', {}).get('http')}")
+    for line in local.crash_report(c, SERVICE):
+        print(line)
     return health == "healthy"
 
 
@@ -102,7 +108,11 @@ def smoke_reports(c) -> list[Report]:
         from playbooks.services import storage_local
 
         running = storage_local.settings(c)
-        s3 = running[0] if running and running[1] == bucket else s3_from_env(os.environ, required=False)
+        candidates = [running[0] if running and running[1] == bucket else None, s3_from_env(os.environ, required=False)]
+        candidates = [found for found in candidates if found is not None]
+        # The store the server was started with: a local store and AWS_* may share a bucket name.
+        used = [found for found in candidates if config_hash(found.public_env(), found.credentials()) == state["inputs"].get("s3")]
+        s3 = (used or candidates or [None])[0]
     url = f"http://127.0.0.1:{state['ports']['http']}"
     print(f"mlflow: checking {url} (local process)", flush=True)
     local_root = None if destination.startswith("s3://") else destination

@@ -60,6 +60,8 @@ def down(c, purge=False, name=None, namespace=None, mode=None, dry_run=False):
     instance = _name(c, name)
     target = resolve_target(c, namespace, mode)
     if target.local:
+        if dry_run:
+            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
         storage_local.down(c, purge)
         return
     kubectl = kubectl_for(c, target, dry_run)

@@ -7,11 +7,14 @@ import json
 import os
 import secrets
 import shlex
+from functools import partial
 
-from playbooks.deploy import Plan, apply_plans, check_access, config_hash, kubectl_for
+from playbooks import security
+from playbooks.deploy import Plan, access_shortfalls, apply_plans, config_hash, kubectl_for
 from playbooks.errors import PlaybookError
 from playbooks.jobs import run_job
 from playbooks.kube import Kubectl
+from playbooks.quantity import check_resources
 from playbooks.render import label_selector, managed_selector, render, selector_labels
 from playbooks.s3 import S3Settings, validate_bucket
 from playbooks.target import Target
@@ -53,9 +56,8 @@ def build_plan(c, target: Target, name: str, bucket: str, creds: dict[str, str])
         "credentials": _encoded(creds),
         "storage_size": cfg.storage_size,
         "storage_class": cfg.storage_class,
-        "resources": cfg.resources,
-        "pod_security_context": c.config.security.pod,
-        "container_security_context": c.config.security.container,
+        "resources": check_resources(cfg.resources, "storage.resources"),
+        **security.params(c),
         "config_hash": config_hash(cfg.image, _encoded(creds)),
     }
     docs = render(SERVICE, name, target.namespace, params)
@@ -72,8 +74,7 @@ def bucket_job_docs(c, target: Target, name: str, bucket: str, deadline: float) 
         "bucket": bucket,
         "deadline": int(deadline),
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "128Mi"}},
-        "pod_security_context": c.config.security.pod,
-        "container_security_context": c.config.security.container,
+        **security.params(c),
     }
     return render(BUCKET_JOB, name, target.namespace, params)
 
@@ -87,7 +88,7 @@ def up(c, target: Target, bucket: str | None, name: str, dry_run: bool) -> None:
         kubectl.out(f"{name}: {'would generate' if dry_run else 'generated'} credentials in Secret {secret_name(name)}")
     plan = build_plan(c, target, name, chosen, creds)
     jobs = bucket_job_docs(c, target, name, chosen, float(c.config.storage.job_timeout))
-    check_access(target, plan.docs + jobs)
+    plan.checks.append(partial(access_shortfalls, kubectl, jobs))
     apply_plans(kubectl, [plan])
     if dry_run:
         kubectl.show("apply", "--server-side", "-f", "-", stdin_docs=jobs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -29,6 +30,8 @@ from tests.e2e.kind import (
 
 MODES = ["namespace", "vcluster"]
 FAKE_NODE_LABEL = {"vcluster.loft.sh/fake-node": "true"}
+# A chart with the dask-gateway chart's CRD, cluster role and pods, for clusters without a route to helm.dask.org.
+STANDIN_CHART = Path(__file__).parent / "charts" / "dask-gateway"
 CLI = str(Path(sys.executable).parent / "playbooks")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -165,16 +168,11 @@ def _session_credentials(cluster: Cluster, namespace: str, mode: str, tmp: Path)
     return token_kubeconfig(cluster.admin_kubeconfig, tmp / "session.kubeconfig", token, namespace)
 
 
-@pytest.fixture(params=MODES)
-def session(request, cluster, tmp_path, s3_server):
-    """A fresh namespace per test, with credentials as a Datalab session of that mode has them."""
-    mode = request.param
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    namespace = f"pb-{worker}-{uuid.uuid4().hex[:6]}"
-    cluster = request.getfixturevalue("vcluster_target") if mode == "vcluster" else cluster
+def new_session(cluster: Cluster, mode: str, namespace: str, tmp: Path, s3_server) -> Session:
+    """Create the namespace and the mode's credentials; the environment a Datalab session has."""
     cluster.kubectl("create", "namespace", namespace)
-    kubeconfig = _session_credentials(cluster, namespace, mode, tmp_path)
-    home = tmp_path / "home"
+    kubeconfig = _session_credentials(cluster, namespace, mode, tmp)
+    home = tmp / "home"
     home.mkdir()
     env = {
         "PATH": os.environ["PATH"],
@@ -185,17 +183,23 @@ def session(request, cluster, tmp_path, s3_server):
         **QUIET_ENV,
         "PYTHONPATH": str(ROOT),
     }
-    if mode == "namespace":
-        env["SESSION_NAMESPACE"] = namespace
-    else:
-        # The vCluster context sets no namespace: the tasks get it from the flag in tests.
-        env["INVOKE_TARGET_NAMESPACE"] = namespace
+    # The vCluster context sets no namespace: the tasks get it from configuration in tests.
+    env["SESSION_NAMESPACE" if mode == "namespace" else "INVOKE_TARGET_NAMESPACE"] = namespace
+    return Session(mode, namespace, kubeconfig, env, cluster, tmp)
+
+
+@pytest.fixture(params=MODES)
+def session(request, cluster, tmp_path, s3_server):
+    """A fresh namespace per test, with credentials as a Datalab session of that mode has them."""
+    mode = request.param
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    namespace = f"pb-{worker}-{uuid.uuid4().hex[:6]}"
+    cluster = request.getfixturevalue("vcluster_target") if mode == "vcluster" else cluster
+    session = new_session(cluster, mode, namespace, tmp_path, s3_server)
     if cluster.pods_run:
         # Pods cannot reach the test's S3 server on 127.0.0.1: give MLflow a bucket in the cluster.
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
-            env.pop(key)
-    session = Session(mode, namespace, kubeconfig, env, cluster, tmp_path)
-    if cluster.pods_run:
+            session.env.pop(key)
         store = session.run("storage.up", "--bucket", s3_server.bucket)
         assert store.returncode == 0, store.stdout + store.stderr
     yield session
@@ -212,3 +216,15 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def all_services(session):
+    """The session, able to install every service: helm on PATH and, in vCluster mode, the stand-in gateway chart."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{session.env['PATH']}"
+    if session.mode == "vcluster":
+        if not shutil.which("helm", path=path):
+            pytest.skip("helm is not installed: run scripts/setup.sh")
+        session.env["INVOKE_GATEWAY_CHART"] = str(STANDIN_CHART)
+    session.env["PATH"] = path
+    return session

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-STANDIN = Path(__file__).parent / "charts" / "dask-gateway"
+from tests.e2e.conftest import STANDIN_CHART as STANDIN
+
 CRD = "customresourcedefinition.apiextensions.k8s.io/daskclusters.gateway.dask.org"
 
 
