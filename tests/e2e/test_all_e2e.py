@@ -1,29 +1,11 @@
 """`up`, `status` and `down` for every service the mode allows, together, against a real API server."""
 
-import os
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_gateway_e2e import STANDIN
 
-
-@pytest.fixture
-def everything(session):
-    """The session, able to install the gateway (helm on PATH, the stand-in chart)."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{session.env['PATH']}"
-    if session.mode == "vcluster":
-        if not shutil.which("helm", path=path):
-            pytest.skip("helm is not installed: run scripts/setup.sh")
-        session.env["INVOKE_GATEWAY_CHART"] = str(STANDIN)
-    session.env["PATH"] = path
-    return session
-
-
-def test_up_status_down_for_all_services(everything):
-    session = everything
+def test_up_status_down_for_all_services(all_services):
+    session = all_services
     up = session.run("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert up.stdout.count("target:") == 1, "detection once per run"
