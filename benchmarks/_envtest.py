@@ -21,13 +21,14 @@ from _common import BIN, ROOT, base_env
 from tests.e2e.conftest import FAKE_NODE_LABEL, Cluster, _session_credentials
 from tests.e2e.controlplane import ControlPlane, FakeKubelet, find_binaries, why_missing
 
-# Fake object-store settings: `mlflow.up` only writes them into a Secret, it never calls them.
-FAKE_S3 = {
-    "AWS_ACCESS_KEY_ID": "AKIABENCHMARKFAKE01",
-    "AWS_SECRET_ACCESS_KEY": "bench-fake-secret-never-used-0123456789",
-    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-    "WORKSHOP_NAMESPACE": "ws-bench",
+# The session's object store: a moto S3 server. `up` asks it for the bucket (HeadBucket)
+# only when it changes something, so timed no-op runs never call it.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIABENCHMARK0000001",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret-0123456789abcdef",
+    "AWS_REGION": "us-east-1",
 }
+BUCKET = "ws-bench"
 
 
 class SlowKubelet(FakeKubelet):
@@ -61,6 +62,26 @@ def _raise_on_sigterm(signum, frame):
 
 
 @contextmanager
+def s3_store() -> Iterator[dict[str, str]]:
+    """A real S3-protocol server (moto) on 127.0.0.1 holding the bucket; yields the session's AWS_* variables."""
+    import boto3
+
+    from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
+        log = Path(tmp) / "moto.log"
+        process = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", endpoint.rsplit(":", 1)[1]], base_env(Path(tmp)), log)
+        try:
+            wait_until(lambda: http_ok(f"{endpoint}/moto-api/"), 60, "moto_server", process, log)
+            credentials = {k.lower(): v for k, v in S3_CREDENTIALS.items() if k != "AWS_REGION"}
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials).create_bucket(Bucket=BUCKET)
+            yield {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "WORKSHOP_NAMESPACE": BUCKET}
+        finally:
+            stop_group(process.pid)
+
+
+@contextmanager
 def envtest(delay: float = 0.0) -> Iterator[Cluster]:
     """Start etcd, kube-apiserver, kube-controller-manager and a fake kubelet; stop them all at the end."""
     binaries = find_binaries()
@@ -85,7 +106,7 @@ def envtest(delay: float = 0.0) -> Iterator[Cluster]:
             plane.stop()
 
 
-def namespace_session(cluster: Cluster, prefix: str) -> Session:
+def namespace_session(cluster: Cluster, prefix: str, s3_env: dict[str, str]) -> Session:
     """A fresh namespace with namespace-mode credentials, and the environment a session has."""
     namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", namespace)
@@ -96,7 +117,7 @@ def namespace_session(cluster: Cluster, prefix: str) -> Session:
         KUBECONFIG=str(kubeconfig),
         SESSION_NAMESPACE=namespace,
         PYTHONPATH=str(ROOT),
-        **FAKE_S3,
+        **s3_env,
     )
     return Session(namespace, kubeconfig, env, cluster)
 

@@ -25,7 +25,7 @@ from _common import (
     verdict,
     write_section,
 )
-from _envtest import envtest, invoke_argv, namespace_session
+from _envtest import envtest, invoke_argv, namespace_session, s3_store
 
 TARGET = 0.6
 COMMAND = ".venv/bin/python benchmarks/concurrent_up.py"
@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=3.0, help="seconds from binding to Ready")
     args = parser.parse_args()
 
-    with envtest(delay=args.delay) as cluster:
-        session = namespace_session(cluster, "bench-up")
+    with envtest(delay=args.delay) as cluster, s3_store() as s3_env:
+        session = namespace_session(cluster, "bench-up", s3_env)
         env = session.env
         waits: dict[str, list[str]] = {}  # the last run's `ready after` lines
 
@@ -68,7 +68,7 @@ def main() -> None:
     print(f"\n{table(rows, TIMING_HEADER)}\n\n{result}\nreadiness as printed by the last run of each:\n{waited}")
     body = (
         f"Fake kubelet: a pod turns Ready {args.delay:g} s after it is bound; credentials: namespace mode; "
-        "`invoke down --purge` between runs (untimed); fake AWS_* (never contacted).\n\n"
+        "`invoke down --purge` between runs (untimed); AWS_* of a moto S3 server (each deploying `up` checks the bucket, as a session's would).\n\n"
         f"{table(rows, TIMING_HEADER)}\n\n{result}\n\n"
         f"Readiness as the last run of each printed it (`ready after`):  \n{waited}\n"
     )
