@@ -24,6 +24,12 @@ from playbooks.errors import PlaybookError
 from playbooks.procs import free_port, http_ok, start, stop_group, tcp_ok
 
 
+def refuse_dry_run(dry_run: bool, what: str) -> None:
+    """Local mode acts at once, so a --dry-run there would do for real what it should only show."""
+    if dry_run:
+        raise PlaybookError(f"--dry-run is for the cluster modes; in local mode {what} (leave --dry-run out)")
+
+
 @dataclass
 class Process:
     """One process of a local service, and how to tell that it is healthy."""

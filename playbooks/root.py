@@ -111,8 +111,7 @@ def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_r
     """Deploy every service the mode allows (MLflow, Dask; Gateway in vCluster mode) at once, and wait for all."""
     if local_from_config(c, mode):
         resolve_target(c, namespace, mode)
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        local.refuse_dry_run(dry_run, "`up` only starts processes")
         if network_policy:
             raise PlaybookError("--network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only")
         names = choose_services(only, "local") if only else ["mlflow", "dask"]
@@ -167,8 +166,7 @@ def down(c, only=None, purge=False, namespace=None, mode=None, dry_run=False):
     found = resolve_target(c, namespace, mode)
     names = choose_services(only, found.mode) if only else list(SERVICES)
     if found.local:
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
+        local.refuse_dry_run(dry_run, "`down` stops processes at once")
         stoppers = {
             "gateway": lambda: gateway_local.down(c, purge),
             "dask": lambda: dask_local.down(c),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from playbooks import security
+from playbooks import local, security
 from playbooks.deploy import (
     Plan,
     apply_plans,
@@ -256,8 +256,7 @@ def up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespac
         if workers is not None:
             worker_count(workers)
         resolve_target(c, namespace, mode)
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        local.refuse_dry_run(dry_run, "`up` only starts processes")
         dask_local.up(c, workers, worker_memory, port, worker_cpu)
         return
     target, plan = plan_up(c, workers, worker_cpu, worker_memory, name, namespace, mode)
@@ -272,8 +271,7 @@ def down(c, name=None, namespace=None, mode=None, dry_run=False):
     instance = _instance(c, name)
     target = resolve_target(c, namespace, mode)
     if target.local:
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
+        local.refuse_dry_run(dry_run, "`down` stops processes at once")
         dask_local.down(c)
         return
     kubectl = kubectl_for(c, target, dry_run)
@@ -296,8 +294,7 @@ def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
     timeout = _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
     target = resolve_target(c, namespace, mode)
     if target.local:
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `dask.scale` starts or stops workers at once (leave --dry-run out)")
+        local.refuse_dry_run(dry_run, "`dask.scale` starts or stops workers at once")
         dask_local.scale(c, count)
         return
     kubectl = kubectl_for(c, target, dry_run)

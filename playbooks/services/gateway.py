@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from invoke import Collection
 
-from playbooks import preflight
+from playbooks import local, preflight
 from playbooks.deploy import config_hash, kubectl_for, resolve_target
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
@@ -374,8 +374,7 @@ def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry
         validate_namespace(namespace)
     target = resolve_target(c, namespace, mode)
     if target.local:
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        local.refuse_dry_run(dry_run, "`up` only starts processes")
         gateway_local.up(c, port, proxy_port, seconds if timeout is not None else None)
         return
     require_vcluster(target)
@@ -443,8 +442,7 @@ def down(c, release=None, purge=False, chart=None, timeout=None, namespace=None,
     seconds = _seconds(timeout if timeout is not None else cfg.timeout, "--timeout")
     target = resolve_target(c, namespace, mode)
     if target.local:
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
+        local.refuse_dry_run(dry_run, "`down` stops processes at once")
         gateway_local.down(c, purge)
         return
     helm, kubectl = helm_for(c, target, dry_run), kubectl_for(c, target, dry_run)

@@ -9,7 +9,7 @@ from functools import partial
 
 from invoke import Collection
 
-from playbooks import security
+from playbooks import local, security
 from playbooks.deploy import (
     Plan,
     apply_plans,
@@ -156,8 +156,7 @@ def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_ru
     """Deploy an MLflow tracking server with artifacts in your bucket, and wait until it is ready."""
     if local_from_config(c, mode):
         resolve_target(c, namespace, mode)
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts processes")
+        local.refuse_dry_run(dry_run, "`up` only starts processes")
         mlflow_local.up(c, bucket, prefix, port, storage)
         return
     target, plan = plan_up(c, bucket, prefix, name, namespace, mode, storage)
@@ -179,8 +178,7 @@ def down(c, name=None, purge=False, namespace=None, mode=None, dry_run=False):
     instance = _instance(c, name)
     target = resolve_target(c, namespace, mode)
     if target.local:
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
+        local.refuse_dry_run(dry_run, "`down` stops processes at once")
         mlflow_local.down(c, purge)
         return
     tear_down(kubectl_for(c, target, dry_run), SERVICE, instance, purge)

@@ -47,8 +47,7 @@ def up(c, bucket=None, port=None, name=None, namespace=None, mode=None, dry_run=
         validate_namespace(namespace)
     if local_from_config(c, mode):
         resolve_target(c, namespace, mode)
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `up` only starts a process")
+        local.refuse_dry_run(dry_run, "`up` only starts a process")
         storage_local.up(c, bucket, port)
         return
     storage_cluster.up(c, resolve_target(c, namespace, mode), bucket, instance, dry_run)
@@ -60,8 +59,7 @@ def down(c, purge=False, name=None, namespace=None, mode=None, dry_run=False):
     instance = _name(c, name)
     target = resolve_target(c, namespace, mode)
     if target.local:
-        if dry_run:
-            raise PlaybookError("--dry-run is for the cluster modes; in local mode `down` stops processes at once (leave --dry-run out)")
+        local.refuse_dry_run(dry_run, "`down` stops processes at once")
         storage_local.down(c, purge)
         return
     kubectl = kubectl_for(c, target, dry_run)
