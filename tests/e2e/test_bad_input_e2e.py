@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,8 +291,8 @@ def test_the_listing_sees_a_change(mode: str, deployments):
 
 
 def test_cases_name_their_count():
-    count = int(__doc__.split("holds ")[1].split(" cases")[0])
-    runs = int(__doc__.split("(")[1].split(" runs)")[0])
+    count = int(re.search(r"holds (\d+) cases", __doc__)[1])
+    runs = int(re.search(r"\((\d+) runs\)", __doc__)[1])
     assert (count, runs) == (len(CASES), len(RUNS))
 
 
