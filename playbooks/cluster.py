@@ -33,7 +33,7 @@ from invoke import Collection
 
 from playbooks.errors import PlaybookError, task
 from playbooks.kube import Result
-from playbooks.render import manifests_dir
+from playbooks.render import dump_yaml, manifests_dir
 
 Printer = Callable[[str], None]
 CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -315,7 +315,7 @@ def install_vcluster(
 
     with tempfile.TemporaryDirectory(prefix="playbooks-vcluster-") as folder:
         path = Path(folder) / "vcluster-values.yaml"
-        write_private(path, yaml.safe_dump(values, sort_keys=False))
+        write_private(path, dump_yaml(values))
         argv = helm_argv(helm, admin_kubeconfig, kube_context, release, namespace, chart, repo, version, path, timeout)
         result = run(argv, timeout=timeout + 60, label="helm", env=env, out=out)
     if not result.ok:

@@ -24,7 +24,7 @@ import yaml
 
 from playbooks.errors import PlaybookError
 from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, Printer, Result, find_command, run_argv
-from playbooks.render import REDACTED
+from playbooks.render import REDACTED, dump_yaml
 from playbooks.target import Target
 
 MINIMUM_VERSION = (3, 8, 0)
@@ -76,7 +76,7 @@ def values_file(values: dict, name: str = "values.yaml") -> Iterator[Path]:
         path = Path(folder) / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            yaml.safe_dump(values, out, sort_keys=False, default_flow_style=False)
+            dump_yaml(values, out)
         yield path
 
 

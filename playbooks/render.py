@@ -152,8 +152,30 @@ def redacted(docs: list[dict]) -> list[dict]:
     return out
 
 
+# Strings Go's YAML (kubectl, helm) reads as numbers although PyYAML leaves them unquoted,
+# e.g. a digest of digits with a leading zero, 0128000437704991.
+_NUMBER_LIKE = re.compile(r"^[-+]?(\d[\d_]*(\.\d*)?|\.\d+)([eE][-+]?\d+)?$|^0[xXoObB][0-9a-fA-F_]+$")
+
+
+class _GoSafeDumper(yaml.SafeDumper):
+    """A SafeDumper that quotes every string another YAML parser might take for a number."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str):
+    style = "'" if _NUMBER_LIKE.match(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_GoSafeDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data, stream=None) -> str | None:
+    """YAML for kubectl and helm: block style, keys in order, number-like strings quoted."""
+    return yaml.dump(data, stream, Dumper=_GoSafeDumper, sort_keys=False, default_flow_style=False)
+
+
 def to_yaml(docs: list[dict]) -> str:
-    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(docs, Dumper=_GoSafeDumper, sort_keys=False, default_flow_style=False)
 
 
 def kinds(docs: list[dict]) -> list[str]:
