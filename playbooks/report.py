@@ -68,3 +68,13 @@ def summary_table(reports: list[Report]) -> str:
         detail = r.failure or f"{len(r.steps)} steps"
         lines.append(f"{r.service:<{width}}  {'PASS' if r.ok else 'FAIL':<6}  {r.seconds:7.2f}  {detail}")
     return "\n".join(lines)
+
+
+def require_passed(reports: list[Report]) -> None:
+    """A smoke task's verdict: the first failure, as one line."""
+    # Imported here: the in-cluster smoke Job ships this module without playbooks.errors.
+    from playbooks.errors import PlaybookError
+
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        raise PlaybookError(f"smoke check failed: {failed[0].failure}")

@@ -37,7 +37,7 @@ from playbooks.render import (
     render,
     selector_labels,
 )
-from playbooks.report import Report, Step
+from playbooks.report import Report, Step, require_passed
 from playbooks.services import dask_local
 from playbooks.target import Target, local_from_config, validate_namespace
 
@@ -485,9 +485,7 @@ def smoke(c, name=None, in_cluster=False, timeout=None, namespace=None, mode=Non
     if not reports:
         where = "running on this machine" if target.local else f"deployed in namespace {target.namespace}"
         raise PlaybookError(f"dask is not {where}: run `invoke dask.up`")
-    failed = [r for r in reports if not r.ok]
-    if failed:
-        raise PlaybookError(f"smoke check failed: {failed[0].failure}")
+    require_passed(reports)
 
 
 @task(help={"lines": "How many lines from the end (default: 50).", "name": "Name of the cluster (default: every deployed one).", **TARGET_HELP})

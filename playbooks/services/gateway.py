@@ -25,7 +25,7 @@ from playbooks.gateway_check import run_check
 from playbooks.helm import Helm, merge_values, redact_values, values_file
 from playbooks.kube import Kubectl
 from playbooks.render import label_selector, managed_selector, manifests_dir, plain, render
-from playbooks.report import Report
+from playbooks.report import Report, require_passed
 from playbooks.services import gateway_local
 from playbooks.target import DNS_LABEL, Target, validate_namespace
 
@@ -585,9 +585,7 @@ def smoke(c, release=None, namespace=None, mode=None):
     if not reports:
         where = "running on this machine" if target.local else f"installed in namespace {target.namespace}"
         raise PlaybookError(f"Dask Gateway is not {where}: run `invoke gateway.up`")
-    failed = [r for r in reports if not r.ok]
-    if failed:
-        raise PlaybookError(f"smoke check failed: {failed[0].failure}")
+    require_passed(reports)
 
 
 @task(help={"lines": "How many lines from the end (default: 50).", **RELEASE_HELP, **TARGET_HELP})

@@ -25,7 +25,7 @@ from playbooks.kube import Kubectl
 from playbooks.mlflow_check import round_trip
 from playbooks.quantity import check_resources
 from playbooks.render import managed_selector, render
-from playbooks.report import Report
+from playbooks.report import Report, require_passed
 from playbooks.s3 import (
     S3Settings,
     bucket_shortfalls,
@@ -262,9 +262,7 @@ def smoke(c, name=None, namespace=None, mode=None):
     if not reports:
         where = "running on this machine" if target.local else f"deployed in namespace {target.namespace}"
         raise PlaybookError(f"mlflow is not {where}: run `invoke mlflow.up`")
-    failed = [r for r in reports if not r.ok]
-    if failed:
-        raise PlaybookError(f"smoke check failed: {failed[0].failure}")
+    require_passed(reports)
 
 
 @task(help={"lines": "How many lines from the end (default: 50)."})
