@@ -103,18 +103,15 @@ class Helm:
         return find_command(self.binary, "install helm 3.8+ or set tools.helm")
 
     def _env(self) -> dict[str, str]:
-        # Never the caller's cluster settings: the flags say which config, context and namespace.
-        return {
-            k: v
-            for k, v in os.environ.items()
-            if k != "KUBECONFIG" and not k.startswith("HELM_KUBE") and k != "HELM_NAMESPACE"
-        }
+        # Never the caller's cluster settings: the flags say which config, context and namespace
+        # (a list of kubeconfig files, which no flag takes, comes as KUBECONFIG from the target).
+        return self.target.child_env(
+            {k: v for k, v in os.environ.items() if not k.startswith("HELM_KUBE") and k != "HELM_NAMESPACE"}
+        )
 
     def flags(self) -> list[str]:
         """Flags that pin helm to this target, whatever the caller's environment."""
-        flags = []
-        if self.target.source.kubeconfig:
-            flags += ["--kubeconfig", self.target.source.kubeconfig]
+        flags = self.target.source.kubeconfig_flags()
         if self.target.context:
             flags += ["--kube-context", self.target.context]
         return [*flags, "--namespace", self.target.namespace]

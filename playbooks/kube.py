@@ -93,8 +93,9 @@ class Kubectl:
         return find_command(self.binary, "install kubectl or set tools.kubectl in invoke.yaml")
 
     def _env(self) -> dict[str, str]:
-        # Never the caller's KUBECONFIG: the target's flags say which config is used.
-        return {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        # Never the caller's KUBECONFIG: the target's flags say which config is used (a list of
+        # files, which no flag takes, is the target's own KUBECONFIG).
+        return self.target.child_env(os.environ)
 
     def argv(self, *args: str) -> list[str]:
         return [self.binary, *self.target.kubectl_flags(), *args]

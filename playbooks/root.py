@@ -42,7 +42,10 @@ def target(c, namespace=None, mode=None):
     print(f"namespace:  {found.namespace} (from {found.namespace_source})")
     print(f"context:    {found.context or '(in-cluster service account)'}")
     print(f"api server: {found.server}")
-    print(f"kubeconfig: {found.source.kubeconfig or '(in-cluster)'}")
+    if found.source.service_account:
+        print(f"kubeconfig: {found.source.kubeconfig} (written for the in-cluster service account in {found.source.service_account})")
+    else:
+        print(f"kubeconfig: {found.source.kubeconfig}")
     print("evidence:")
     for line in found.evidence:
         print(f"  - {line}")

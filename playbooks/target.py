@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +27,10 @@ from playbooks.errors import PlaybookError
 MODES = ("namespace", "vcluster", "local")
 CLUSTER_MODES = ("namespace", "vcluster")
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# Test and advanced knob: where the service account's token, ca.crt and namespace are mounted.
+SERVICE_ACCOUNT_DIR_ENV = "DATALAB_PLAYBOOKS_SERVICE_ACCOUNT_DIR"
+IN_CLUSTER_KUBECONFIG = "in-cluster.kubeconfig"
+IN_CLUSTER_CONTEXT = "in-cluster"
 FAKE_NODE_LABEL = "vcluster.loft.sh/fake-node"
 VCLUSTER_CONTEXT = "my-vcluster"
 VCLUSTER_KUBECONFIG = "/opt/kubeconfig/config"
@@ -53,11 +59,28 @@ NAMESPACED_NEEDS = (
 class KubeSource:
     """Where the credentials come from, read without touching the API."""
 
-    kubeconfig: str | None  # None: in-cluster service account
+    kubeconfig: str | None  # a file, or a list of files (a:b) as KUBECONFIG holds them
     context: str | None
     server: str
     context_namespace: str | None
     in_cluster_namespace: str | None = None
+    # The service account's folder when its token is used (through a kubeconfig written for it).
+    service_account: str | None = None
+
+    @property
+    def kubeconfig_list(self) -> bool:
+        """Several files, which no --kubeconfig flag takes: they go to kubectl and helm as KUBECONFIG."""
+        return bool(self.kubeconfig) and os.pathsep in self.kubeconfig
+
+    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment of a kubectl or helm child: never the caller's KUBECONFIG, except a list of ours."""
+        env = {k: v for k, v in base.items() if k != "KUBECONFIG"}
+        if self.kubeconfig_list:
+            env["KUBECONFIG"] = self.kubeconfig
+        return env
+
+    def kubeconfig_flags(self, flag: str = "--kubeconfig") -> list[str]:
+        return [flag, self.kubeconfig] if self.kubeconfig and not self.kubeconfig_list else []
 
 
 @dataclass(frozen=True)
@@ -102,13 +125,18 @@ class Target:
         return self.source.server
 
     def kubectl_flags(self) -> list[str]:
-        """Flags that pin kubectl to this target, whatever the caller's environment."""
-        flags = []
-        if self.source.kubeconfig:
-            flags += ["--kubeconfig", self.source.kubeconfig]
+        """Flags that pin kubectl to this target, whatever the caller's environment.
+
+        A list of kubeconfig files is no flag: kubectl gets it as KUBECONFIG (child_env).
+        """
+        flags = self.source.kubeconfig_flags()
         if self.source.context:
             flags += ["--context", self.source.context]
         return [*flags, "--namespace", self.namespace]
+
+    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment for kubectl or helm run against this target (see KubeSource.child_env)."""
+        return self.source.child_env(base)
 
     def may(self, verb: str, resource: str, group: str = "") -> bool | None:
         for check in self.checks:
@@ -171,10 +199,17 @@ def locate_kubeconfig(
     explicit: str | None = None,
     context: str | None = None,
     home: Path | None = None,
-    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    service_account_dir: Path | None = None,
 ) -> KubeSource:
-    """KUBECONFIG, then ~/.kube/config, then the in-cluster service account."""
+    """KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
+
+    For the service account a kubeconfig is written that points at its token file (see
+    in_cluster_kubeconfig): kubectl reads its in-cluster configuration only when no flag
+    overrides anything, and the playbooks always pass --namespace.
+    """
     home = home or Path.home()
+    if service_account_dir is None:
+        service_account_dir = Path(env.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR)
     candidates = [
         ("--kubeconfig", explicit),
         ("KUBECONFIG", env.get("KUBECONFIG")),
@@ -208,17 +243,93 @@ def locate_kubeconfig(
     if host and token.is_file():
         ns_file = service_account_dir / "namespace"
         host = f"[{host}]" if ":" in host else host
+        server = f"https://{host}:{port}"
+        namespace = ns_file.read_text().strip() if ns_file.is_file() else None
         return KubeSource(
-            kubeconfig=None,
+            kubeconfig=str(in_cluster_kubeconfig(service_account_dir, server, namespace, env)),
             context=None,
-            server=f"https://{host}:{port}",
+            server=server,
             context_namespace=None,
-            in_cluster_namespace=ns_file.read_text().strip() if ns_file.is_file() else None,
+            in_cluster_namespace=namespace,
+            service_account=str(service_account_dir),
         )
     raise NoKubernetes(
         "no Kubernetes configuration found (no KUBECONFIG, no ~/.kube/config, no service account): "
         "point KUBECONFIG at a kubeconfig, enable Kubernetes access for the session, or use --mode local"
     )
+
+
+def private_dir(env: Mapping[str, str]) -> Path:
+    """A folder only this user may enter: under $XDG_RUNTIME_DIR, else the temporary directory.
+
+    Not under HOME, which may be read-only in a pod. The folder is created 0700; one that is
+    a symlink or belongs to someone else (a shared /tmp) is refused, never used.
+    """
+    runtime = env.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK) else Path(tempfile.gettempdir())
+    folder = base / f"datalab-playbooks-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError as error:
+        raise PlaybookError(
+            f"cannot create {folder} ({error.strerror}): set XDG_RUNTIME_DIR or TMPDIR to a writable folder"
+        ) from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PlaybookError(
+            f"{folder} is not a folder of this user (a symlink, or made by someone else): remove it, "
+            "or set XDG_RUNTIME_DIR or TMPDIR to a private folder"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        folder.chmod(0o700)
+    return folder
+
+
+def in_cluster_kubeconfig(service_account_dir: Path, server: str, namespace: str | None, env: Mapping[str, str]) -> Path:
+    """A kubeconfig for the mounted service account, written 0600 into private_dir.
+
+    It names the token *file* (kubectl rereads it, so a rotated token keeps working) and the
+    CA file; it never holds a copy of the token. Written atomically, and only when it changes.
+    """
+    ca = service_account_dir / "ca.crt"
+    cluster: dict = {"server": server}
+    if ca.is_file():
+        cluster["certificate-authority"] = str(ca)
+    context: dict = {"cluster": IN_CLUSTER_CONTEXT, "user": "service-account"}
+    if namespace:
+        context["namespace"] = namespace
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": IN_CLUSTER_CONTEXT, "cluster": cluster}],
+        "contexts": [{"name": IN_CLUSTER_CONTEXT, "context": context}],
+        "current-context": IN_CLUSTER_CONTEXT,
+        "users": [{"name": "service-account", "user": {"tokenFile": str(service_account_dir / "token")}}],
+    }
+    text = "# Written by datalab-playbooks for the in-cluster service account: the token stays in its file.\n"
+    text += yaml.safe_dump(config, sort_keys=False)
+    folder = private_dir(env)
+    path = folder / IN_CLUSTER_KUBECONFIG
+    try:
+        info = path.lstat()
+        if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600 and path.read_text() == text:
+            return path
+    except OSError:
+        pass
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".in-cluster-", suffix=".tmp")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise PlaybookError(
+            f"cannot write the in-cluster kubeconfig to {path} ({error.strerror}): set XDG_RUNTIME_DIR or TMPDIR to a writable folder"
+        ) from None
+    return path
 
 
 def choose_namespace(flag: str | None, env: Mapping[str, str], source: KubeSource) -> tuple[str, str]:
@@ -344,7 +455,11 @@ def api_error(stderr: str, source: KubeSource, doing: str) -> PlaybookError:
         )
     last = lines[-1] if lines else "(no message)"
     if last.startswith("error: "):  # kubectl refused the configuration before asking anything
-        where = f"kubeconfig {source.kubeconfig}" if source.kubeconfig else "the in-cluster service account"
+        where = (
+            f"the in-cluster service account ({source.service_account}, through kubeconfig {source.kubeconfig})"
+            if source.service_account
+            else f"kubeconfig {source.kubeconfig}"
+        )
         return PlaybookError(f"cannot use {where}: {last.removeprefix('error: ')}; fix it or pass --context")
     return PlaybookError(f"kubectl failed while {doing} on {source.server}: {last}")
 
@@ -393,12 +508,8 @@ def probe(
     source: KubeSource, namespace: str, timeout: float, kubectl: str = "kubectl", env: Mapping[str, str] | None = None
 ) -> Probes:
     """Ask the API the three questions that decide the mode: three kubectl calls at once, one request each."""
-    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "KUBECONFIG"}
-    flags = ["--request-timeout", f"{timeout:g}s"]
-    if source.kubeconfig and os.pathsep in source.kubeconfig:
-        env["KUBECONFIG"] = source.kubeconfig  # --kubeconfig takes one file; a list goes in the environment
-    elif source.kubeconfig:
-        flags += ["--kubeconfig", source.kubeconfig]
+    env = source.child_env(os.environ if env is None else env)
+    flags = ["--request-timeout", f"{timeout:g}s", *source.kubeconfig_flags()]
     if source.context:
         flags += ["--context", source.context]
     rules_review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}}
@@ -446,7 +557,7 @@ def detect(
     env = os.environ if env is None else env
     if mode is not None and mode not in MODES:
         raise PlaybookError(f"unknown mode {mode!r}: use --mode namespace, vcluster or local")
-    key = (namespace, mode, kubeconfig, context, env.get("KUBECONFIG"), env.get("SESSION_NAMESPACE"))
+    key = (namespace, mode, kubeconfig, context, *(env.get(k) for k in ("KUBECONFIG", "SESSION_NAMESPACE", SERVICE_ACCOUNT_DIR_ENV)))
     if key in _detected:
         return _detected[key]
     if mode == "local":

@@ -3,6 +3,9 @@
 import os
 import shutil
 import socket
+import stat
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -10,12 +13,14 @@ import pytest
 import yaml
 
 from playbooks.errors import PlaybookError
-from playbooks.kube import Result
+from playbooks.helm import Helm
+from playbooks.kube import Kubectl, Result
 from playbooks.procs import free_port
 from playbooks.target import (
     NAMESPACED_NEEDS,
     KubeSource,
     Probes,
+    Target,
     _answer,
     access_checks,
     api_error,
@@ -87,16 +92,78 @@ def test_kubeconfig_list_merges_first_wins(tmp_path):
     assert source.context == "my-vcluster"
 
 
+def service_account(folder: Path, token: str = "t", namespace: str = "ws-frank") -> Path:
+    """A mounted service account as a pod has it: token, ca.crt and namespace files."""
+    folder.mkdir(parents=True)
+    (folder / "token").write_text(token)
+    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (folder / "namespace").write_text(namespace + "\n")
+    return folder
+
+
 def test_in_cluster_service_account_last(tmp_path):
-    sa = tmp_path / "sa"
-    sa.mkdir()
-    (sa / "token").write_text("t")
-    (sa / "namespace").write_text("ws-frank\n")
-    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    sa = service_account(tmp_path / "sa")
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "XDG_RUNTIME_DIR": str(tmp_path)}
     source = locate_kubeconfig(env, home=tmp_path / "nohome", service_account_dir=sa)
-    assert source.kubeconfig is None
+    assert source.kubeconfig == str(tmp_path / f"datalab-playbooks-{os.getuid()}" / "in-cluster.kubeconfig")
+    assert source.service_account == str(sa)
     assert source.server == "https://10.96.0.1:443"
     assert source.in_cluster_namespace == "ws-frank"
+    assert choose_namespace(None, {}, source) == ("ws-frank", "service account")
+
+
+def test_in_cluster_kubeconfig_points_at_the_token_file_and_holds_no_token(tmp_path):
+    """kubectl reads its in-cluster config only without override flags: the playbooks write a kubeconfig."""
+    token = "eyJhbGciOiJSUzI1NiJ9.planted-service-account-token.sig"
+    sa = service_account(tmp_path / "sa", token=token, namespace="ws-frank")
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    (tmp_path / "run").mkdir()
+    source = locate_kubeconfig(env, home=tmp_path / "nohome", service_account_dir=sa)
+    path = Path(source.kubeconfig)
+    text = path.read_text()
+    assert token not in text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.parent == tmp_path / "run" / f"datalab-playbooks-{os.getuid()}"
+    config = yaml.safe_load(text)
+    assert config["users"][0]["user"] == {"tokenFile": str(sa / "token")}
+    assert config["clusters"][0]["cluster"] == {"server": "https://10.96.0.1:443", "certificate-authority": str(sa / "ca.crt")}
+    context = config["contexts"][0]["context"]
+    assert context["namespace"] == "ws-frank" and config["current-context"] == config["contexts"][0]["name"]
+    # kubectl pins it by flag like any other kubeconfig; a second run leaves the file alone.
+    target = Target("namespace", "ws-frank", "service account", source)
+    assert target.kubectl_flags() == ["--kubeconfig", str(path), "--namespace", "ws-frank"]
+    before = path.stat().st_mtime_ns
+    assert locate_kubeconfig(env, home=tmp_path / "nohome", service_account_dir=sa) == source
+    assert path.stat().st_mtime_ns == before
+    # A file loosened by someone is written again, 0600.
+    path.chmod(0o644)
+    locate_kubeconfig(env, home=tmp_path / "nohome", service_account_dir=sa)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_in_cluster_folder_from_the_environment_knob(tmp_path):
+    sa = service_account(tmp_path / "mounted")
+    env = {
+        "KUBERNETES_SERVICE_HOST": "fd00::1",
+        "KUBERNETES_SERVICE_PORT": "6443",
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "DATALAB_PLAYBOOKS_SERVICE_ACCOUNT_DIR": str(sa),
+    }
+    source = locate_kubeconfig(env, home=tmp_path / "nohome")
+    assert source.server == "https://[fd00::1]:6443" and source.service_account == str(sa)
+    assert yaml.safe_load(Path(source.kubeconfig).read_text())["users"][0]["user"]["tokenFile"] == str(sa / "token")
+
+
+def test_a_private_folder_of_someone_else_is_refused(tmp_path):
+    sa = service_account(tmp_path / "sa")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / f"datalab-playbooks-{os.getuid()}").symlink_to(elsewhere)
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "XDG_RUNTIME_DIR": str(tmp_path)}
+    with pytest.raises(PlaybookError, match=r"is not a folder of this user .* remove it, or set XDG_RUNTIME_DIR or TMPDIR"):
+        locate_kubeconfig(env, home=tmp_path / "nohome", service_account_dir=sa)
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_nothing_configured_names_the_fix(tmp_path):
@@ -283,3 +350,100 @@ def test_a_server_that_never_answers_is_unreachable_after_the_timeout(tmp_path):
     # of its own), well before the backstop deadline (2 x timeout + 5 s) would have killed it.
     assert "no answer within" not in str(raised.value)
     assert time.monotonic() - started < 6
+
+
+class Listener:
+    """A TCP port that counts the connections it gets and answers no TLS: where kubectl really went."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # no TLS: kubectl gives up at once
+            conn.close()
+
+    def close(self):
+        self.server.close()
+
+
+@needs_kubectl
+def test_kubectl_with_flags_reaches_the_service_account_api_through_the_written_kubeconfig(tmp_path, monkeypatch):
+    """With --namespace/--request-timeout kubectl ignores its in-cluster config (it went to
+    localhost:8080); through the written kubeconfig it goes to KUBERNETES_SERVICE_HOST:PORT."""
+    listener = Listener()
+    try:
+        sa = service_account(tmp_path / "sa", token="planted-token-value")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+             "-keyout", str(tmp_path / "ca.key"), "-out", str(sa / "ca.crt")],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path / "home"),
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(listener.port),
+            "XDG_RUNTIME_DIR": str(tmp_path),
+        }
+        source = locate_kubeconfig(env, home=tmp_path / "home", service_account_dir=sa)
+        with pytest.raises(PlaybookError, match=f"cannot reach the Kubernetes API at https://127.0.0.1:{listener.port} "):
+            probe(source, "ws-frank", 5, env=env)
+        assert listener.connections >= 3, "the three probes went elsewhere"
+        seen = listener.connections
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        target = Target("namespace", "ws-frank", "service account", source)
+        result = Kubectl(target).run("get", "--raw", "/version", "--request-timeout=5s", check=False, timeout=30)
+        assert not result.ok and listener.connections > seen, result.stderr
+        assert "localhost:8080" not in result.stderr
+    finally:
+        listener.close()
+
+
+def test_a_kubeconfig_list_is_no_flag_but_the_child_environment(tmp_path):
+    a = write(tmp_path / "a", {**NAMESPACE_KUBECONFIG, "current-context": None})
+    b = write(tmp_path / "b", VCLUSTER_KUBECONFIG)
+    listed = f"{a}{os.pathsep}{b}"
+    source = locate_kubeconfig({"KUBECONFIG": listed}, home=tmp_path, service_account_dir=tmp_path / "sa")
+    target = Target("vcluster", "default", "test", source)
+    assert target.kubectl_flags() == ["--context", "my-vcluster", "--namespace", "default"]
+    assert Helm(target).flags() == ["--kube-context", "my-vcluster", "--namespace", "default"]
+    assert target.child_env({"KUBECONFIG": "/elsewhere", "PATH": "/bin"}) == {"KUBECONFIG": listed, "PATH": "/bin"}
+    single = Target("vcluster", "default", "test", locate_kubeconfig({"KUBECONFIG": str(b)}, home=tmp_path, service_account_dir=tmp_path / "sa"))
+    assert single.kubectl_flags()[:2] == ["--kubeconfig", str(b)]
+    assert "KUBECONFIG" not in single.child_env({"KUBECONFIG": "/elsewhere"})
+
+
+@needs_kubectl
+def test_a_kubeconfig_list_reaches_kubectl_and_helm_after_detection(tmp_path, monkeypatch):
+    """Every command after detection, not just the probes: `--kubeconfig a:b` made kubectl and helm fail."""
+    from tests.conftest import tool
+
+    server = f"https://127.0.0.1:{free_port()}"
+    first = kubeconfig_for(tmp_path / "a", server)
+    other = write(tmp_path / "b", VCLUSTER_KUBECONFIG)
+    listed = f"{first}{os.pathsep}{other}"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/of-the-caller")
+    target = Target("namespace", "ws-frank-s001", "test", locate_kubeconfig({"KUBECONFIG": listed}, home=tmp_path, service_account_dir=tmp_path / "sa"))
+    kubectl = Kubectl(target)
+    assert kubectl.run("config", "current-context").stdout.strip() == "session"
+    view = kubectl.run("config", "view", "-o", "jsonpath={.contexts[*].name}").stdout.split()
+    assert sorted(view) == ["my-vcluster", "session"]
+    with pytest.raises(PlaybookError, match=f"cannot reach the Kubernetes API at {server}"):
+        kubectl.run("get", "configmaps", "--request-timeout=5s", timeout=30)
+    helm = Helm(target, binary=tool("helm"))
+    if shutil.which(helm.binary) is None:
+        pytest.skip("no helm: run scripts/setup.sh")
+    with pytest.raises(PlaybookError) as raised:
+        helm.run("list", timeout=30)
+    assert f"127.0.0.1:{server.rpartition(':')[2]}" in str(raised.value), raised.value
