@@ -84,6 +84,10 @@ DEFAULTS: dict = {
             "limits": {"cpu": "500m", "memory": "768Mi"},
         },
         "extra_allowed_hosts": [],
+        # MLflow 3.17's job execution (MLFLOW_SERVER_ENABLE_JOB_EXECUTION, on by MLflow's default)
+        # starts huey_consumer processes of ~245 MB each: the server is OOM-killed at a 768Mi
+        # limit, and locally the consumers ignore SIGTERM, so every stop waits the full grace.
+        "job_execution": False,
         "rollout_timeout": 300,
         "smoke_timeout": 120,
     },

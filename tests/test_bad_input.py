@@ -1,6 +1,6 @@
 """Bad input, offline and in local mode: exit code 1, one line that names the fix, no traceback, nothing changed.
 
-The table CASES holds 91 cases. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
+The table CASES holds 92 cases. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
 in one folder per module where `storage.up` and `dask.up --workers 1` run real local servers.
 Before and after each case it takes a snapshot of that folder (every file and directory with
 its size and mtime: the state folder .playbooks/, the kubeconfig, HOME) and of the processes
@@ -146,6 +146,8 @@ CASES = [
     Case("invoke.yaml: a list", ["target"], ("cannot load the configuration", "fix invoke.yaml"), files={"invoke.yaml": "- dask\n- mlflow\n"}),
     Case("invoke.yaml: a section as a number", ["dask.up"], ("cannot load the configuration", "fix invoke.yaml"), files={"invoke.yaml": "dask: 3\n"}),
     Case("invoke.yaml: a word for seconds", ["mlflow.up"], "setting local.start_timeout is 'soon', which is not a number", files={"invoke.yaml": "local:\n  start_timeout: soon\n"}),
+    Case("invoke.yaml: job execution as a word", ["mlflow.up"], "setting mlflow.job_execution is 'off please', which is not true or false: fix it in invoke.yaml or INVOKE_MLFLOW_JOB_EXECUTION",
+         files={"invoke.yaml": "mlflow:\n  job_execution: off please\n"}),
     Case("invoke.yaml: memory limit 'lots'", ["dask.up"], "dask.worker_resources.limits.memory 'lots' is not a memory quantity",
          files={"invoke.yaml": "dask:\n  worker_resources:\n    limits: {memory: lots}\n"}),
     Case("invoke.yaml: cpu limit -1", ["dask.up"], "dask.worker_resources.limits.cpu '-1' is not a CPU quantity",

@@ -138,3 +138,49 @@ def test_mlflow_without_object_storage_keeps_artifacts_on_disk(workdir):
     purge = run(workdir, "mlflow.down", "--purge")
     assert purge.returncode == 0 and gone(record["pid"])
     assert not (workdir / ".playbooks/local/mlflow").exists()
+
+
+def process_tree(pid: int) -> dict[int, list[str]]:
+    """pid and every descendant: their command lines."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        tree += children
+        todo += children
+    out = {}
+    for member in tree:
+        try:
+            out[member] = Path(f"/proc/{member}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+    return out
+
+
+def test_mlflow_runs_without_job_consumers_and_stops_at_once(workdir):
+    """MLflow 3.17 starts huey job consumers (~245 MB each, deaf to SIGTERM) unless told not to:
+    mlflow.job_execution is off by default, so the server is one process pair and `down` is quick."""
+    up = run(workdir, "mlflow.up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    record = state(workdir, "mlflow")
+    assert record["inputs"]["job_execution"] is False
+    time.sleep(3)  # the consumers, when enabled, start a moment after /health answers
+    tree = process_tree(record["pid"])
+    assert len(tree) >= 2, tree  # `mlflow server` and its uvicorn
+    commands = [" ".join(argv) for argv in tree.values()]
+    assert not [c for c in commands if "huey_consumer" in c or "_job_runner" in c], commands
+    environ = Path(f"/proc/{record['pid']}/environ").read_bytes().split(b"\0")
+    assert b"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in environ
+
+    started = time.monotonic()
+    down = run(workdir, "mlflow.down")
+    took = time.monotonic() - started
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert all(gone(pid) for pid in tree)
+    assert took < 3, f"mlflow.down took {took:.1f}s"

@@ -111,3 +111,39 @@ def test_a_changed_input_rolls_the_pod_and_the_same_input_does_not():
 def test_wildcard_host_is_refused():
     with pytest.raises(PlaybookError, match=r"'\*' is not an allowed host"):
         allowed_hosts("mlflow", "ns", "cluster.local", ["*"])
+
+
+def test_job_execution_is_off_unless_set_and_a_change_rolls_the_pod():
+    """MLflow's job consumers (huey, ~245 MB each) get a 768Mi pod OOM-killed: off by default."""
+
+    def server(docs):
+        deployment = by_kind(docs)["Deployment"]
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"], deployment["spec"]["template"]["metadata"]["annotations"]["datalab-playbooks/config-hash"]
+
+    off, off_hash = server(plan_for("namespace").docs)
+    on, on_hash = server(plan_for("namespace", {"mlflow": {"job_execution": True}}).docs)
+    assert (off, on) == ("false", "true")
+    assert off_hash != on_hash
+    # kubectl reads the value as a string, not a YAML boolean.
+    assert "value: 'false'" in to_yaml(plan_for("namespace").docs)
+    validate_all(plan_for("namespace", {"mlflow": {"job_execution": True}}).docs)
+
+
+@pytest.mark.parametrize("value", ["false", "yes", 1, None])
+def test_job_execution_must_be_true_or_false(value):
+    with pytest.raises(PlaybookError, match=r"^setting mlflow.job_execution is .*, which is not true or false: fix it in invoke.yaml or INVOKE_MLFLOW_JOB_EXECUTION$"):
+        plan_for("namespace", {"mlflow": {"job_execution": value}})
+
+
+def test_local_server_gets_the_setting_and_a_change_restarts_it(tmp_path):
+    from playbooks.services.mlflow_local import process
+
+    def server(overrides=None):
+        cfg = config({"local": {"state_dir": str(tmp_path)}, **(overrides or {})})
+        return process(FakeContext(cfg), 5000, str(tmp_path / "artifacts"), None)
+
+    off, on = server(), server({"mlflow": {"job_execution": True}})
+    assert off.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert on.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    assert off.fingerprint() != on.fingerprint() and off.fingerprint() == server().fingerprint()

@@ -74,6 +74,7 @@ def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: st
     port = int(cfg.port)
     hosts = allowed_hosts(name, target.namespace, c.config.target.cluster_domain, list(cfg.extra_allowed_hosts))
     credentials = {k: base64.b64encode(v.encode()).decode() for k, v in s3.credentials().items()}
+    jobs = mlflow_local.job_execution(c)
     params = {
         "image": cfg.image,
         "port": port,
@@ -84,7 +85,8 @@ def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: st
         "storage_class": cfg.storage_class,
         "resources": check_resources(cfg.resources, "mlflow.resources"),
         **security.params(c),
-        "config_hash": config_hash(cfg.image, bucket, prefix, hosts, s3.public_env(), credentials),
+        "job_execution": mlflow_local.job_execution_env(jobs)[mlflow_local.JOB_EXECUTION_ENV],
+        "config_hash": config_hash(cfg.image, bucket, prefix, hosts, s3.public_env(), credentials, jobs),
     }
     notes = [f"artifacts go to s3://{bucket}/{prefix} (bucket from {bucket_origin})"]
     if s3.endpoint_url:

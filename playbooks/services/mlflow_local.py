@@ -40,15 +40,34 @@ def artifact_store(c, bucket, prefix: str, storage: str | None) -> tuple[str, S3
     return str(folder), None, "a local folder (no object storage configured)"
 
 
+JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
+def job_execution(c) -> bool:
+    """mlflow.job_execution: MLflow's job-execution consumers (huey, ~245 MB each) or none."""
+    value = c.config.mlflow.get("job_execution", False)
+    if not isinstance(value, bool):
+        raise PlaybookError(
+            f"setting mlflow.job_execution is {value!r}, which is not true or false: "
+            "fix it in invoke.yaml or INVOKE_MLFLOW_JOB_EXECUTION"
+        )
+    return value
+
+
+def job_execution_env(enabled: bool) -> dict[str, str]:
+    return {JOB_EXECUTION_ENV: "true" if enabled else "false"}
+
+
 def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Process:
     folder = local.service_dir(c, SERVICE)
+    jobs = job_execution(c)
     argv = [
         local.tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
         "--serve-artifacts", "--artifacts-destination", destination,
     ]  # fmt: skip
-    env = local.quiet_env()
-    inputs = {"destination": destination}
+    env = local.quiet_env(job_execution_env(jobs))
+    inputs = {"destination": destination, "job_execution": jobs}
     if s3 is not None:
         env.update(s3.credentials())
         env.update(s3.public_env())
