@@ -98,8 +98,9 @@ def check_access(kubectl: Kubectl, docs: list[dict]) -> None:
     preflight.refuse(access_shortfalls(kubectl, docs))
 
 
-def quota_shortfalls(kubectl: Kubectl, docs: list[dict]) -> list[str]:
-    """Whether the namespace's quotas can take what docs add (net of what they replace)."""
+def quota_shortfalls(kubectl: Kubectl, docs: list[dict], live: list[dict] | None = None, what: str = "the plan") -> list[str]:
+    """Whether the namespace's quotas can take what docs add, net of what they replace (live:
+    the objects replaced, read from the API unless given); `what` names the change in the refusal."""
     result = kubectl.run("get", "resourcequotas", "-o", "json", timeout=30, check=False)
     if not result.ok:
         kubectl.out(f"quota: not checked ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no answer'})")
@@ -108,7 +109,7 @@ def quota_shortfalls(kubectl: Kubectl, docs: list[dict]) -> list[str]:
     if not quotas:
         return []
     try:
-        quota.check(quotas, docs, kubectl.live(docs), kubectl.target.namespace)
+        quota.check(quotas, docs, kubectl.live(docs) if live is None else live, kubectl.target.namespace, what)
     except PlaybookError as error:
         return [str(error)]
     return []

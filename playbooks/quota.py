@@ -98,12 +98,13 @@ def shortfalls(quotas: list[dict], adds: Counter) -> list[str]:
     return found
 
 
-def check(quotas: list[dict], planned: list[dict], live: list[dict], namespace: str) -> None:
+def check(quotas: list[dict], planned: list[dict], live: list[dict], namespace: str, what: str = "the plan") -> None:
+    """Refuse, naming `what` (e.g. "dask.scale 4"), when planned, net of live, exceeds a quota."""
     adds = needs(planned)
     adds.subtract(needs(live))
     missing = shortfalls(quotas, adds)
     if missing:
         raise PlaybookError(
-            f"the plan does not fit the quota of namespace {namespace}: {'; '.join(missing)}; "
+            f"{what} does not fit the quota of namespace {namespace}: {'; '.join(missing)}; "
             "lower the resources or the worker count, or take something down first"
         )

@@ -5,21 +5,24 @@ Local mode: the same tasks run `dask scheduler` and `dask worker` processes (das
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import shlex
 import time
+from functools import partial
 from pathlib import Path
 
 from invoke import Collection
 
-from playbooks import local, security
+from playbooks import local, preflight, security
 from playbooks.deploy import (
     Plan,
+    access_shortfalls,
     apply_plans,
-    check_access,
     deployed_instances,
     kubectl_for,
+    quota_shortfalls,
     resolve_target,
     tear_down,
 )
@@ -298,8 +301,13 @@ def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
         dask_local.scale(c, count)
         return
     kubectl = kubectl_for(c, target, dry_run)
-    if "worker" not in _deployments(kubectl, instance):
+    worker = _deployments(kubectl, instance).get("worker")
+    if worker is None:
         raise PlaybookError(f"dask {instance!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
+    # The worker Deployment as it will be, against the live one: more workers must fit the quota.
+    planned = copy.deepcopy(worker)
+    planned["spec"]["replicas"] = count
+    preflight.refuse(quota_shortfalls(kubectl, [planned], live=[worker], what=f"dask.scale {count}"))
     args = ("scale", f"deployment/{instance}-worker", f"--replicas={count}")
     if dry_run:
         kubectl.show(*args)
@@ -419,7 +427,10 @@ def smoke_in_cluster(c, target: Target, kubectl: Kubectl, name: str, timeout: fl
     from playbooks.dask_check import decode_report
 
     docs = smoke_job_docs(c, target, name, timeout)
-    check_access(kubectl, docs)
+    # Its pod must fit the quota beside the running services (net of a Job left by an interrupted run).
+    preflight.require(
+        [partial(access_shortfalls, kubectl, docs), partial(quota_shortfalls, kubectl, docs, what="dask.smoke --in-cluster")]
+    )
     job_timeout = float(c.config.dask.smoke_job_timeout)
     selector = label_selector(selector_labels(SMOKE, name))
     start = time.monotonic()
