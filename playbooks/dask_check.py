@@ -51,8 +51,7 @@ def _steps(report: Report, address: str, timeout: float, min_workers: int) -> No
                 raise CheckFailed(f"sum(range(101)) came back as {total!r}, expected 5050")
             info["detail"] = "sum(range(101)) = 5050"
         with report.step("array sum") as info:
-            import dask.array as da
-
+            da = _dask_array()
             total = _result(client.compute(da.ones((1000, 1000), chunks=250).sum()), left(), "the array sum")
             if total != 1_000_000:
                 raise CheckFailed(f"the sum of a 1000x1000 array of ones came back as {total!r}, expected 1000000")
@@ -74,6 +73,20 @@ def _connect(address: str, seconds: float, timeout: float):
             return Client(address, timeout=seconds, set_as_default=False)
     except (OSError, TimeoutError) as error:
         raise CheckFailed(f"no Dask scheduler answers at {address} within {timeout:.0f}s") from error
+
+
+def _dask_array():
+    """dask.array, or a failed step that names the fix: it needs numpy, which dask[distributed] lacks."""
+    try:
+        import dask.array as da
+    except ImportError as error:
+        # dask.array re-raises numpy's ImportError with a long text of its own: the cause names the module.
+        missing = getattr(error, "name", None) or getattr(error.__cause__, "name", None)
+        if missing in (None, "numpy"):
+            raise CheckFailed("numpy is not installed here, and dask.array needs it: pip install numpy") from None
+        reason = str(error).strip().splitlines()[0]
+        raise CheckFailed(f"dask.array cannot be imported here ({reason}): pip install 'dask[array]'") from None
+    return da
 
 
 def _wait_for_workers(client, address: str, wanted: int, seconds: float, timeout: float) -> str:

@@ -114,13 +114,14 @@ def test_no_scheduler_is_a_clear_failure():
     assert time.monotonic() - started < 15
 
 
-def run_shipped_check(tmp: Path, address: str, timeout: str) -> subprocess.CompletedProcess:
+def run_shipped_check(tmp: Path, address: str, timeout: str, pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
     """Run the check exactly as the in-cluster Job does: the ConfigMap's files, not the installed package."""
     package = tmp / "playbooks"
     package.mkdir()
     for name, text in smoke_code().items():
         (package / name).write_text(text)
-    env = {**os.environ, **QUIET_ENV, "PYTHONPATH": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+    path = os.pathsep.join(map(str, (*pythonpath, tmp)))
+    env = {**os.environ, **QUIET_ENV, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
     where = subprocess.run(
         [sys.executable, "-c", "import playbooks.dask_check as m; print(m.__file__)"],
         cwd=tmp, env=env, capture_output=True, text=True, timeout=60, check=True,
@@ -137,6 +138,37 @@ def test_the_jobs_script_reports_through_its_logs(dask_cluster, tmp_path):
     report = decode_report(result.stdout + result.stderr)
     assert report is not None and report.ok
     assert [s.name for s in report.steps] == STEPS
+
+
+@pytest.mark.slow
+def test_a_client_without_numpy_fails_the_array_step_in_one_line_that_names_the_fix(dask_cluster, tmp_path):
+    """`pip install datalab-playbooks` used to bring dask[distributed] without numpy: "No module named 'numpy'"."""
+    blocker = tmp_path / "no-numpy"
+    (blocker / "numpy").mkdir(parents=True)
+    (blocker / "numpy" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'numpy'\", name='numpy')  # as if it were not installed\n"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    result = run_shipped_check(run, dask_cluster.address, "60", pythonpath=(blocker,))
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = decode_report(result.stdout)
+    assert report is not None and [s.name for s in report.steps] == STEPS
+    assert [s.ok for s in report.steps] == [True, True, True, True, False]
+    assert report.failure == "array sum: numpy is not installed here, and dask.array needs it: pip install numpy"
+    assert "Traceback" not in result.stderr
+
+
+def test_the_core_install_brings_numpy_for_the_array_step():
+    """pyproject's core dependency carries dask's `array` extra (numpy), as the release defines it."""
+    import tomllib
+    from importlib.metadata import metadata
+
+    core = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "dask[array,distributed]==2026.8.0" in core
+    dask = metadata("dask")
+    assert dask["Version"] == "2026.8.0" and {"array", "distributed"} <= set(dask.get_all("Provides-Extra"))
+    assert any(r.startswith("numpy") and 'extra == "array"' in r for r in dask.get_all("Requires-Dist"))
 
 
 @pytest.mark.slow
