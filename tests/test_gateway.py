@@ -8,9 +8,13 @@ import base64
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import stat
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,14 @@ from invoke.exceptions import Exit
 
 import playbooks.deploy
 import playbooks.target
+from playbooks.chart_files import (
+    BadPattern,
+    chart_digest,
+    chart_files,
+    glob_regex,
+    ignored,
+    parse_rules,
+)
 from playbooks.defaults import DEFAULTS
 from playbooks.gateway_check import run_check
 from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
@@ -355,7 +367,21 @@ def test_upgrade_applies_the_crds_server_side_before_helm_upgrade(fakes, in_mode
     assert KNOWN_PASSWORD not in capsys.readouterr().out
 
 
-def test_unchanged_release_is_not_upgraded(fakes, in_mode, capsys):
+@pytest.fixture
+def history(fakes, monkeypatch):
+    """`helm history --max 1`'s description as helm keeps it (fake_cli.py has no history): the
+    --description of the last upgrade, "Upgrade complete" without one, else the state's."""
+
+    def latest(helm, release):
+        for argv in reversed(fakes.argvs("helm")):
+            if argv[0] == "upgrade":
+                return argv[argv.index("--description") + 1] if "--description" in argv else "Upgrade complete"
+        return fakes.read_state().get("description", "Install complete")
+
+    monkeypatch.setattr(gateway, "last_description", latest)
+
+
+def test_unchanged_release_is_not_upgraded(fakes, in_mode, history, capsys):
     in_mode("vcluster")
     deployed = merge_values(gateway.file_values(), extra())
     fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=deployed, secret=KNOWN_PASSWORD, diff_exit=0)
@@ -364,11 +390,17 @@ def test_unchanged_release_is_not_upgraded(fakes, in_mode, capsys):
     assert "no change" in capsys.readouterr().out
 
 
+def small_chart(folder: Path) -> Path:
+    chart = folder / "dask-gateway"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n")
+    (chart / "templates" / "a.yaml").write_text("kind: ConfigMap\n")
+    return chart
+
+
 def test_local_chart_directory_needs_no_repository(fakes, in_mode, tmp_path):
     in_mode("vcluster")
-    chart = tmp_path / "dask-gateway"
-    chart.mkdir()
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n")
+    chart = small_chart(tmp_path)
     fakes.state(release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
     gateway.up(fakes.context(), chart=str(chart), timeout="300")
     argvs = fakes.argvs("helm")
@@ -376,7 +408,188 @@ def test_local_chart_directory_needs_no_repository(fakes, in_mode, tmp_path):
     assert ["show", "crds", str(chart)] in argvs
     upgrade = next(a for a in argvs if a[0] == "upgrade")
     assert upgrade[:8] == ["upgrade", "--install", "dask-gateway", str(chart), "--values", VALUES, "--values", upgrade[7]]
-    assert upgrade[8:] == ["--wait", "--timeout", "300s", *HELM_FLAGS]
+    description = f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+    assert upgrade[8:] == ["--wait", "--timeout", "300s", "--description", description, *HELM_FLAGS]
+
+
+def test_local_chart_is_left_alone_until_a_file_changes(fakes, in_mode, history, tmp_path, capsys):
+    in_mode("vcluster")
+    chart = small_chart(tmp_path)
+    # No release yet; `helm get values` answers what up sets, as it will after the install.
+    fakes.state(values=merge_values(gateway.file_values(), extra()), secret=KNOWN_PASSWORD)
+
+    def upgrades() -> list[list[str]]:
+        return [a for a in fakes.argvs("helm") if a[0] == "upgrade"]
+
+    gateway.up(fakes.context(), chart=str(chart))
+    assert len(upgrades()) == 1
+    capsys.readouterr()
+    os.utime(chart / "templates" / "a.yaml", (0, 0))  # timestamps do not count
+    gateway.up(fakes.context(), chart=str(chart))
+    assert len(upgrades()) == 1 and sum(a[0] == "show" for a in fakes.argvs("helm")) == 1
+    digest = chart_digest(chart)
+    out = capsys.readouterr().out
+    assert f"release dask-gateway-2026.3.0 already deployed from the same chart files (sha256:{digest[:12]}…) with these values; no change" in out
+
+    (chart / "templates" / "a.yaml").write_text("kind: Secret\n")
+    gateway.up(fakes.context(), chart=str(chart))
+    assert len(upgrades()) == 2
+    assert upgrades()[1][upgrades()[1].index("--description") + 1].endswith(f"sha256:{chart_digest(chart)}")
+    assert chart_digest(chart) != digest
+
+
+def test_switching_between_a_local_chart_and_the_repository_chart_upgrades(fakes, in_mode, history, tmp_path):
+    """Same version, same values: what was deployed came from other files all the same."""
+    in_mode("vcluster")
+    chart = small_chart(tmp_path)
+    values = merge_values(gateway.file_values(), extra())
+    local_description = f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=values, secret=KNOWN_PASSWORD,
+                description=local_description)  # fmt: skip
+    gateway.up(fakes.context())
+    (back,) = [a for a in fakes.argvs("helm") if a[0] == "upgrade"]
+    assert "dask/dask-gateway" in back and "--description" not in back
+    gateway.up(fakes.context(), chart=str(chart))  # the last revision came from the repository
+    assert len([a for a in fakes.argvs("helm") if a[0] == "upgrade"]) == 2
+    gateway.up(fakes.context(), chart=str(chart))
+    assert len([a for a in fakes.argvs("helm") if a[0] == "upgrade"]) == 2
+
+
+def test_last_description_reads_the_latest_revision(tmp_path):
+    script = tmp_path / "helm"
+    revisions = [{"revision": 2, "description": "Upgrade complete"}, {"revision": 10, "description": "latest"}]
+    script.write_text(f"#!/bin/sh\necho {shlex.quote(json.dumps(revisions))}\necho \"$@\" > {tmp_path}/argv\n")
+    script.chmod(0o755)
+    helm = Helm(target("vcluster"), binary=str(script))
+    assert gateway.last_description(helm, "dask-gateway") == "latest"
+    assert (tmp_path / "argv").read_text().split() == ["history", "dask-gateway", "--max", "1", "-o", "json", *HELM_FLAGS]
+    assert gateway.recorded_digest("latest") is None
+    assert gateway.recorded_digest(f"datalab-playbooks: local chart x 1.0, chart files sha256:{'ab' * 32}") == "ab" * 32
+
+
+# ---------------------------------------------------------------- a local chart's files, as helm loads them
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("*.yaml", "a.yaml", True),
+        ("*.yaml", "templates/a.yaml", False),  # * stops at /
+        ("templates/*.yaml", "templates/a.yaml", True),
+        ("t?mp", "temp", True),
+        ("t?mp", "t/mp", False),
+        ("[a-c]x", "bx", True),
+        ("[^a-c]x", "dx", True),
+        ("[^a-c]x", "ax", False),
+        ("[z-a]x", "ax", False),  # an empty range matches nothing
+        ("\\*", "*", True),
+        ("\\*", "a", False),
+        ("a+b(c)", "a+b(c)", True),  # regex characters are literal
+    ],
+)
+def test_glob_matches_as_go_filepath_match(pattern, path, matches):
+    assert (glob_regex(pattern).fullmatch(path) is not None) == matches
+
+
+@pytest.mark.parametrize("pattern", ["[", "[]", "[-a]", "[a-]", "a\\"])
+def test_glob_refuses_what_go_refuses(pattern):
+    with pytest.raises(BadPattern):
+        glob_regex(pattern)
+
+
+def test_helmignore_rules_are_evaluated_as_helm_does():
+    rules = parse_rules("\ufeff# comment\n\n*.bak\ndocs/\n/top.txt\nsub/*.tmp\n")
+    assert [r.raw for r in rules] == ["*.bak", "docs/", "/top.txt", "sub/*.tmp"]
+    assert ignored(rules, "a/b/x.bak", False)  # no slash: the last element only
+    assert ignored(rules, "nested/docs", True) and not ignored(rules, "docs", False)  # docs/: directories only
+    assert ignored(rules, "top.txt", False) and not ignored(rules, "nested/top.txt", False)
+    assert ignored(rules, "sub/a.tmp", False) and not ignored(rules, "sub/deeper/a.tmp", False)
+    # helm's quirk, kept: a negated rule that does not match ignores the path.
+    negated = parse_rules("!keep.txt")
+    assert not ignored(negated, "keep.txt", False) and ignored(negated, "Chart.yaml", False)
+    with pytest.raises(BadPattern, match="double-star"):
+        parse_rules("templates/**/x")
+
+
+def tricky_chart(folder: Path) -> Path:
+    chart = folder / "dask-gateway"
+    files = {
+        ".helmignore": "# comment\n*.bak\ndocs/\n/top.txt\nsub/*.tmp\n.git/\n",
+        "Chart.yaml": "apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n",
+        "values.yaml": "a: 1\n",
+        "templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        "templates/.hidden.yaml": "ignored by helm's default rule\n",
+        "templates/old.bak": "x",
+        "docs/readme.md": "x",
+        "nested/docs/z.txt": "x",
+        "top.txt": "x",
+        "nested/top.txt": "kept",
+        "sub/a.tmp": "x",
+        "sub/deeper/b.tmp": "kept",
+        "files/[weird] name.txt": "kept",
+        ".git/HEAD": "x",
+    }
+    for name, text in files.items():
+        (chart / name).parent.mkdir(parents=True, exist_ok=True)
+        (chart / name).write_text(text)
+    return chart
+
+
+def test_chart_files_follow_helmignore_and_helm_defaults(tmp_path):
+    assert chart_files(tricky_chart(tmp_path)) == [
+        ".helmignore", "Chart.yaml", "files/[weird] name.txt", "nested/top.txt", "sub/deeper/b.tmp",
+        "templates/cm.yaml", "values.yaml",
+    ]  # fmt: skip
+
+
+def test_chart_files_are_the_files_helm_packages(tmp_path):
+    """The emulation against the real thing: `helm package` loads a directory as install does."""
+    helm = tool("helm")
+    if not shutil.which(helm):
+        pytest.skip("helm is not installed: run scripts/setup.sh")
+    chart = tricky_chart(tmp_path / "src")
+    subprocess.run([helm, "package", str(chart), "-d", str(tmp_path)], check=True, capture_output=True, timeout=60)
+    with tarfile.open(tmp_path / "dask-gateway-2026.3.0.tgz") as archive:
+        packaged = sorted(m.name.removeprefix("dask-gateway/") for m in archive.getmembers() if m.isfile())
+    assert packaged == sorted(chart_files(chart))
+
+
+def test_chart_digest_counts_contents_names_and_loaded_files_only(tmp_path):
+    chart = tricky_chart(tmp_path / "a")
+    digest = chart_digest(chart)
+    assert len(digest) == 64 and digest == chart_digest(chart)
+    copy = tmp_path / "b" / "dask-gateway"
+    shutil.copytree(chart, copy)  # other path, other timestamps
+    os.utime(copy / "values.yaml", (0, 0))
+    assert chart_digest(copy) == digest
+    (copy / "templates" / "old.bak").write_text("ignored by .helmignore")
+    (copy / "templates" / ".hidden.yaml").write_text("ignored by helm's default rule")
+    (copy / "docs" / "new.md").write_text("in an ignored directory")
+    assert chart_digest(copy) == digest
+    (copy / "values.yaml").write_text("a: 2\n")
+    assert chart_digest(copy) != digest
+    (copy / "values.yaml").write_text("a: 1\n")
+    (copy / "templates" / "cm.yaml").rename(copy / "templates" / "cm2.yaml")
+    assert chart_digest(copy) != digest
+    (copy / "templates" / "cm2.yaml").rename(copy / "templates" / "cm.yaml")
+    assert chart_digest(copy) == digest
+    (copy / "templates" / "extra.yaml").write_text("")  # an empty file counts too
+    assert chart_digest(copy) != digest
+
+
+def test_unreadable_chart_is_one_line(tmp_path):
+    chart = small_chart(tmp_path)
+    (chart / "templates" / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    with pytest.raises(gateway.PlaybookError, match=r"cannot read the chart .+: No such file or directory \(.+gone\.yaml\)"):
+        gateway.local_digest(gateway.chart_source(str(chart), cfg()))
+
+
+def test_chart_digest_of_an_archive_is_of_its_bytes(tmp_path):
+    archive = tmp_path / "dask-gateway-2026.3.0.tgz"
+    archive.write_bytes(b"one")
+    first = chart_digest(archive)
+    archive.write_bytes(b"two")
+    assert chart_digest(archive) != first
 
 
 def test_oci_reference_needs_no_repository(fakes, in_mode):

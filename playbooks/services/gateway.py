@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import shlex
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import yaml
 from invoke import Collection
 
 from playbooks import local, preflight
+from playbooks.chart_files import chart_digest
 from playbooks.deploy import config_hash, kubectl_for, resolve_target
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
@@ -36,6 +38,10 @@ AUTH = "gateway-auth"
 PASSWORD_ENV = "DATALAB_GATEWAY_PASSWORD"
 DIGEST_ANNOTATION = "datalab-playbooks/password-digest"
 CRD_RESOURCE = "customresourcedefinitions.apiextensions.k8s.io"
+# A release installed from a local chart records the digest of the chart's files in its
+# description (helm upgrade --description): helm keeps it with that revision only, and any
+# later upgrade or rollback without it (by hand, or from the repository) replaces it.
+CHART_FILES = re.compile(r"datalab-playbooks: .*chart files sha256:([0-9a-f]{64})")
 DASKCLUSTERS = "daskclusters.gateway.dask.org"
 
 TARGET_HELP = {
@@ -110,6 +116,34 @@ class ChartSource:
         if self.kind == "local":
             return f"local chart {self.ref} (version {local_chart_version(Path(self.ref))})"
         return f"{self.ref} {self.version}"
+
+
+def chart_description(source: ChartSource, digest: str) -> str:
+    """The release description that records a local chart's files (read back by recorded_digest)."""
+    name = Path(source.ref).name
+    return f"datalab-playbooks: local chart {name} {local_chart_version(Path(source.ref))}, chart files sha256:{digest}"
+
+
+def recorded_digest(description: str) -> str | None:
+    match = CHART_FILES.search(description or "")
+    return match[1] if match else None
+
+
+def last_description(helm: Helm, release: str) -> str:
+    """The description of the release's latest revision (`helm history --max 1`)."""
+    result = helm.run("history", release, "--max", "1", "-o", "json", timeout=30)
+    entries = json.loads(result.stdout or "[]")
+    return str(max(entries, key=lambda e: int(e.get("revision", 0))).get("description", "")) if entries else ""
+
+
+def local_digest(source: ChartSource) -> str | None:
+    """The digest of a local chart's files (None for a repository or OCI chart)."""
+    if source.kind != "local":
+        return None
+    try:
+        return chart_digest(Path(source.ref))
+    except OSError as error:
+        raise PlaybookError(f"cannot read the chart {source.ref}: {error.strerror or error} ({error.filename})") from None
 
 
 def local_chart_version(path: Path) -> str:
@@ -324,17 +358,23 @@ def _pod_state(pod: dict) -> str:
     return f"{name} {status.get('phase', 'Unknown')}"
 
 
-def install(helm: Helm, kubectl: Kubectl, release: str, source: ChartSource, extra: dict, timeout: float) -> None:
-    """helm upgrade --install --wait, printing pod progress while helm waits and evidence if it fails."""
+def install(
+    helm: Helm, kubectl: Kubectl, release: str, source: ChartSource, extra: dict, timeout: float, description: str | None = None
+) -> None:
+    """helm upgrade --install --wait, printing pod progress while helm waits and evidence if it fails.
+
+    description: recorded with the new revision (a local chart's digest), if given.
+    """
     base = manifests_dir() / SERVICE / "values.yaml"
+    described = ["--description", description] if description else []
     if helm.dry_run:
-        args = helm.upgrade_argv(release, source.argv(), [base, "OVERRIDES.yaml"], timeout)
+        args = [*helm.upgrade_argv(release, source.argv(), [base, "OVERRIDES.yaml"], timeout), *described]
         helm.show(*args, note="  # OVERRIDES.yaml: a 0600 temporary file holding:")
         helm.out(yaml.safe_dump(redact_values(extra), sort_keys=False).rstrip())
         return
     selector = release_selector(release)
     with values_file(extra, "overrides.yaml") as path:
-        args = helm.upgrade_argv(release, source.argv(), [base, path], timeout)
+        args = [*helm.upgrade_argv(release, source.argv(), [base, path], timeout), *described]
         helm.out(f"{release}: helm upgrade --install {source.describe()} (waits up to {timeout:.0f}s)")
         result = helm.run_watched(args, timeout, lambda: pods_line(kubectl.get_json("pods", selector)), release)
     if not result.ok:
@@ -344,13 +384,20 @@ def install(helm: Helm, kubectl: Kubectl, release: str, source: ChartSource, ext
     kubectl.out(f"{release}: {pods_line(kubectl.get_json('pods', selector))}")
 
 
-def unchanged(helm: Helm, release: str, existing: dict | None, source: ChartSource, values: dict) -> bool:
-    """Whether the deployed release already has this chart version and these values."""
-    if existing is None or source.kind == "local" or existing.get("status") != "deployed":
+def unchanged(helm: Helm, release: str, existing: dict | None, source: ChartSource, values: dict, digest: str | None) -> bool:
+    """Whether the deployed release already has this chart and these values.
+
+    A repository or OCI chart: the same chart version, and the latest revision was not made
+    from a local chart. A local chart (digest: of its files): the digest its latest revision
+    recorded.
+    """
+    if existing is None or existing.get("status") != "deployed":
         return False
-    if existing.get("chart") != f"{CHART}-{source.version}":
+    if source.kind != "local" and existing.get("chart") != f"{CHART}-{source.version}":
         return False
-    return helm.user_values(release) == values
+    if helm.user_values(release) != values:
+        return False
+    return recorded_digest(last_description(helm, release)) == digest
 
 
 @task(
@@ -384,15 +431,18 @@ def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry
     existing = helm.release(name)
     password = choose_password(kubectl, name)
     extra = overrides(c, name, password)
+    # The files as they are now: should they change while helm reads them, the next up upgrades again.
+    digest = local_digest(source)
     # A new password changes the values (its digest is an annotation): unchanged means stored.
-    if unchanged(helm, name, existing, source, merge_values(file_values(), extra)):
-        helm.out(f"{name}: release {existing['chart']} already deployed with these values; no change")
+    if unchanged(helm, name, existing, source, merge_values(file_values(), extra), digest):
+        files = f" from the same chart files (sha256:{digest[:12]}…)" if digest else ""
+        helm.out(f"{name}: release {existing['chart']} already deployed{files} with these values; no change")
     else:
         # Reading the chart first: a chart version that does not exist stops before any write.
         crds = helm.show_crds(source.argv())
         store_password(kubectl, name, password)
         apply_crds(kubectl, crds)
-        install(helm, kubectl, name, source, extra, seconds)
+        install(helm, kubectl, name, source, extra, seconds, chart_description(source, digest) if digest else None)
     if not dry_run:
         print_access(c, target, kubectl, name)
 

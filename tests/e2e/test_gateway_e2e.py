@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from playbooks.chart_files import chart_digest
 from tests.e2e.conftest import STANDIN_CHART as STANDIN
 
 CRD = "customresourcedefinition.apiextensions.k8s.io/daskclusters.gateway.dask.org"
@@ -42,6 +43,14 @@ def gw(session):
 def helm_releases(session) -> list[dict]:
     out = subprocess.run(
         ["helm", "--kubeconfig", str(session.cluster.admin_kubeconfig), "list", "-n", session.namespace, "-o", "json"],
+        capture_output=True, text=True, timeout=60, check=True, env=session.env,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def helm_history(session, release: str = "dask-gateway") -> list[dict]:
+    out = subprocess.run(
+        ["helm", "--kubeconfig", str(session.cluster.admin_kubeconfig), "history", release, "-n", session.namespace, "-o", "json"],
         capture_output=True, text=True, timeout=60, check=True, env=session.env,
     )  # fmt: skip
     return json.loads(out.stdout)
@@ -99,6 +108,41 @@ def test_up_upgrade_status_down_with_crds_and_password(gw, chart):
     assert purge.returncode == 0 and f"deleted {CRD}" in purge.stdout
     nothing = gw.run("gateway.down", "--chart", str(chart), "--namespace", ns)
     assert nothing.returncode == 0 and "nothing installed" in nothing.stdout
+
+
+@pytest.mark.parametrize("session", ["vcluster"], indirect=True)
+def test_local_chart_is_left_alone_until_a_chart_file_changes(gw, chart):
+    """The chart directory's digest, recorded in the release's description, makes a second up a no-op."""
+    ns = gw.namespace
+
+    def up() -> subprocess.CompletedProcess:
+        result = gw.run("gateway.up", "--chart", str(chart), "--namespace", ns, timeout=400)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    up()
+    (first,) = helm_history(gw)
+    assert first["revision"] == 1 and first["description"].endswith(f"chart files sha256:{chart_digest(chart)}")
+
+    again = up()
+    assert "with these values; no change" in again.stdout and "helm upgrade --install" not in again.stdout
+    assert [h["revision"] for h in helm_history(gw)] == [1]
+
+    os.utime(chart / "values.yaml")  # touched, same contents
+    touched = up()
+    assert "no change" in touched.stdout
+    assert [h["revision"] for h in helm_history(gw)] == [1]
+
+    values = chart / "values.yaml"
+    values.write_text(values.read_text() + "# changed\n")
+    changed = up()
+    assert "no change" not in changed.stdout and "helm upgrade --install" in changed.stdout
+    history = helm_history(gw)
+    assert [h["revision"] for h in history] == [1, 2]
+    assert history[-1]["status"] == "deployed"
+    assert history[-1]["description"].endswith(f"chart files sha256:{chart_digest(chart)}")
+    assert "no change" in up().stdout
+    assert gw.run("gateway.down", "--purge", "--namespace", ns).returncode == 0
 
 
 @pytest.fixture
