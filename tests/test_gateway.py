@@ -64,10 +64,11 @@ def test_values_file_and_overrides_make_the_chart_values():
     gw = values["gateway"]
     assert gw["auth"]["type"] == "simple"
     assert "simple" not in gw["auth"], "the chart would copy a password into a ConfigMap"
-    assert gw["image"] == {"name": "ghcr.io/dask/dask-gateway-server", "tag": "2026.3.0"}
+    pull = {"pullPolicy": "IfNotPresent"}  # nodes that cannot pull use what they have
+    assert gw["image"] == {"name": "ghcr.io/dask/dask-gateway-server", "tag": "2026.3.0", **pull}
     assert values["controller"]["image"] == gw["image"]
-    assert gw["backend"]["image"] == {"name": "ghcr.io/dask/dask-gateway", "tag": "2026.3.0"}
-    assert values["traefik"]["image"] == {"name": "docker.io/traefik", "tag": "3.3.5"}
+    assert gw["backend"]["image"] == {"name": "ghcr.io/dask/dask-gateway", "tag": "2026.3.0", **pull}
+    assert values["traefik"]["image"] == {"name": "docker.io/traefik", "tag": "3.3.5", **pull}
     assert values["traefik"]["service"]["type"] == "ClusterIP"
     assert gw["env"] == [
         {
@@ -94,7 +95,7 @@ def test_cluster_pods_get_the_restricted_security_context_and_resources():
 def test_overrides_follow_configuration():
     changed = extra({"gateway": {"worker": {"memory": {"request": "2G", "limit": "2G"}}, "traefik_image": "mirror.local/traefik:3.3.5"}})
     assert changed["gateway"]["backend"]["worker"]["memory"] == {"request": "2G", "limit": "2G"}
-    assert changed["traefik"]["image"] == {"name": "mirror.local/traefik", "tag": "3.3.5"}
+    assert changed["traefik"]["image"] == {"name": "mirror.local/traefik", "tag": "3.3.5", "pullPolicy": "IfNotPresent"}
 
 
 def test_no_password_in_the_values_only_a_digest_that_changes_with_it():

@@ -204,7 +204,10 @@ def _image(ref: str) -> dict:
     name, _, tag = ref.rpartition(":")
     if not name or "/" in tag:
         raise PlaybookError(f"image {ref!r} has no tag: pin it, e.g. ghcr.io/dask/dask-gateway:2026.3.0")
-    return {"name": name, "tag": tag}
+    # The chart leaves pullPolicy empty (the API server's default, by tag); explicit, so that
+    # nodes that cannot pull use what they have whatever the tag. (The chart's Traefik
+    # container takes gateway.image.pullPolicy; traefik.image.pullPolicy is unused.)
+    return {"name": name, "tag": tag, "pullPolicy": "IfNotPresent"}
 
 
 # The writable /tmp of each Dask cluster pod (the root filesystem is read-only): Python's
