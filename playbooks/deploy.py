@@ -35,6 +35,18 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     # Preflight checks of this plan's own (e.g. that its bucket answers): see playbooks/preflight.py.
     checks: list[preflight.Check] = field(default_factory=list)
+    # Deployment name -> the setting that sizes its pods, named by a wait's fix (out of memory,
+    # quota); by default the keys of playbooks/defaults.py (see resources_setting).
+    resources: dict[str, str] = field(default_factory=dict)
+
+    def resources_setting(self, deployment: str) -> str | None:
+        """"<service>.resources" for the Deployment named like the instance, "<service>.<part>_resources" for "<instance>-<part>"."""
+        if deployment in self.resources:
+            return self.resources[deployment]
+        if deployment == self.instance:
+            return f"{self.service}.resources"
+        part = deployment.removeprefix(f"{self.instance}-")
+        return f"{self.service}.{part}_resources" if part != deployment else None
 
     @property
     def selector(self) -> str:
@@ -161,7 +173,9 @@ def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
         kubectl.out(f"{plan.instance}: {'applied changes' if changes else 'no change'}")
         run_all(
             {
-                f"{plan.instance}/{name}": partial(kubectl.wait_for_deployment, name, plan.selector, plan.timeout, label)
+                f"{plan.instance}/{name}": partial(
+                    kubectl.wait_for_deployment, name, plan.selector, plan.timeout, label, plan.resources_setting(name)
+                )
                 for name in plan.deployments
                 for label in [plan.instance if one_wait else f"{plan.instance}/{name}"]
             }
