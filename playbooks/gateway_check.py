@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import warnings
 from contextlib import contextmanager
 
 from playbooks.report import CheckFailed, Report
@@ -12,6 +13,9 @@ from playbooks.report import CheckFailed, Report
 SMOKE_USER = "datalab-smoke"
 WORKERS = 2
 STOP_SECONDS = 60
+# Shown for each side; a difference in any of CRITICAL (python: major.minor) is a skew.
+SHOWN = ("distributed", "dask", "python")
+CRITICAL = ("distributed", "dask", "python", "cloudpickle", "msgpack")
 
 
 class _Deadline:
@@ -99,15 +103,17 @@ async def _check(report: Report, address: str, proxy: str, password: str, userna
                 await deadline.wait(cluster, f"starting cluster {name}")
                 info["detail"] = name
             with report.step(f"scale to {WORKERS} workers"), _explained(address):
-                client = await deadline.wait(cluster.get_client(set_as_default=False), "connecting to the scheduler")
+                client = await _client(cluster, deadline)
                 await deadline.wait(cluster.scale(WORKERS), "scaling")
                 await deadline.wait(client.wait_for_workers(WORKERS), f"waiting for {WORKERS} workers")
+            with report.step("versions") as info, _explained(address):
+                info["detail"] = await _versions(client, deadline)
             with report.step("compute", "sum(range(101)) on the cluster") as info, _explained(address):
                 future = client.submit(sum, range(101), key=f"smoke-{os.urandom(4).hex()}")
                 result = await deadline.wait(future, "the computation")
                 if result != 5050:
                     raise AssertionError(f"sum(range(101)) returned {result!r}, expected 5050")
-                info["detail"] = f"= {result}; {await _versions(client, deadline)}"
+                info["detail"] = f"= {result}"
         finally:
             if client is not None:
                 await asyncio.wait_for(client.close(), 30)
@@ -129,14 +135,66 @@ async def _refused(address: str, proxy: str, username: str, deadline: _Deadline)
     raise AssertionError("a wrong password was accepted: simple auth is not enforced (no password set on the server)")
 
 
+async def _client(cluster, deadline: _Deadline):
+    """A client of the cluster; distributed's VersionMismatchWarning (a table on stderr) is left
+    out: the versions step says the same in one line."""
+    from distributed.versions import VersionMismatchWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VersionMismatchWarning)
+        return await deadline.wait(cluster.get_client(set_as_default=False), "connecting to the scheduler")
+
+
 async def _versions(client, deadline: _Deadline) -> str:
-    """Client and scheduler versions of distributed; a skew is reported, not failed."""
+    """The versions on the client, the scheduler and the workers, in one line; a skew is reported, not failed."""
     versions = await deadline.wait(client.get_versions(check=False), "reading versions")
-    mine = versions["client"]["packages"].get("distributed")
-    theirs = versions["scheduler"]["packages"].get("distributed")
-    if mine == theirs:
-        return f"distributed {mine} on both sides"
-    return f"version skew: client distributed {mine}, scheduler {theirs} (pin the client to the image's release)"
+    return versions_line(versions)
+
+
+def _version(package: str, version) -> str:
+    text = str(version)
+    return ".".join(text.split(".")[:3]) if package == "python" else text
+
+
+def _comparable(package: str, version: str) -> str:
+    return ".".join(version.split(".")[:2]) if package == "python" else version
+
+
+def versions_line(versions: dict) -> str:
+    """client / scheduler / workers versions of distributed, dask and python, and what differs.
+
+    versions: Client.get_versions()'s answer. Workers that agree are shown once.
+    """
+
+    def packages(info) -> dict[str, str]:
+        found = (info or {}).get("packages") or {}
+        return {p: _version(p, v) for p, v in found.items() if p in CRITICAL and v is not None}
+
+    client, scheduler = packages(versions.get("client")), packages(versions.get("scheduler"))
+    workers = [packages(info) for info in (versions.get("workers") or {}).values()]
+
+    def side(found: list[dict[str, str]]) -> str:
+        shown = []
+        for package in SHOWN:
+            values = sorted({f.get(package, "?") for f in found}) or ["?"]
+            shown.append(f"{package} {'/'.join(values)}")
+        return ", ".join(shown)
+
+    count = f"{len(workers)} worker{'s' if len(workers) != 1 else ''}"
+    line = f"client {side([client])}; scheduler {side([scheduler])}; {count} {side(workers) if workers else '-'}"
+    skewed = [
+        package
+        for package in CRITICAL
+        if len({_comparable(package, f[package]) for f in [client, scheduler, *workers] if package in f}) > 1
+    ]
+    if not skewed:
+        return f"{line}: the same release everywhere"
+    image = scheduler.get("distributed", "?")
+    python = _comparable("python", scheduler.get("python", "?"))
+    return (
+        f"{line}: version skew in {', '.join(skewed)}: a client of this gateway needs its image's release "
+        f"(dask[distributed]=={image} on Python {python})"
+    )
 
 
 async def _stop(report: Report, gateway, cluster, name: str) -> None:

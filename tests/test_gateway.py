@@ -32,7 +32,7 @@ from playbooks.chart_files import (
     parse_rules,
 )
 from playbooks.defaults import DEFAULTS
-from playbooks.gateway_check import run_check
+from playbooks.gateway_check import run_check, versions_line
 from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
 from playbooks.render import REDACTED, common_labels, manifests_dir
@@ -790,9 +790,16 @@ def test_smoke_check_passes_and_leaves_no_cluster(gateway_server):
     report = run_check(address, proxy, KNOWN_PASSWORD, timeout=120)
     assert report.ok, report.render()
     assert [s.name for s in report.steps] == [
-        "import client", "connect", "password enforced", "create cluster", "scale to 2 workers", "compute", "shut down",
+        "import client", "connect", "password enforced", "create cluster", "scale to 2 workers", "versions", "compute",
+        "shut down",
     ]  # fmt: skip
-    assert report.steps[5].detail.startswith("= 5050")
+    import dask
+    import distributed
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    mine = f"distributed {distributed.__version__}, dask {dask.__version__}, python {python}"
+    assert report.steps[5].detail == f"client {mine}; scheduler {mine}; 2 workers {mine}: the same release everywhere"
+    assert report.steps[6].detail == "= 5050"
     assert asyncio.run(_clusters(address, proxy)) == []
     wait_until(lambda: not _leftover_pids(clusters), 30, "scheduler and worker processes to exit")
 
@@ -834,6 +841,33 @@ def test_gateway_without_a_password_fails_the_check(tmp_path):
         stop_gateway(process, clusters)
     assert not report.ok
     assert report.failure.startswith("password enforced: a wrong password was accepted")
+
+
+def side_versions(distributed: str, python: str, cloudpickle: str = "3.1.2") -> dict:
+    packages = {"python": f"{python}.final.0", "dask": distributed, "distributed": distributed,
+                "cloudpickle": cloudpickle, "msgpack": "1.1.2", "numpy": None}  # fmt: skip
+    return {"packages": packages}
+
+
+def test_versions_line_names_each_side_and_the_skew():
+    image = side_versions("2026.3.0", "3.13.12")
+    skewed = {
+        "client": side_versions("2026.8.0", "3.11.7", cloudpickle="3.1.3"),
+        "scheduler": image,
+        "workers": {"tcp://10.0.0.1:1": image, "tcp://10.0.0.2:1": image},
+    }
+    assert versions_line(skewed) == (
+        "client distributed 2026.8.0, dask 2026.8.0, python 3.11.7; "
+        "scheduler distributed 2026.3.0, dask 2026.3.0, python 3.13.12; "
+        "2 workers distributed 2026.3.0, dask 2026.3.0, python 3.13.12: "
+        "version skew in distributed, dask, python, cloudpickle: a client of this gateway needs its image's release "
+        "(dask[distributed]==2026.3.0 on Python 3.13)"
+    )
+    same = {"client": side_versions("2026.3.0", "3.13.2"), "scheduler": image, "workers": {"w": image}}
+    assert versions_line(same).endswith("1 worker distributed 2026.3.0, dask 2026.3.0, python 3.13.12: the same release everywhere")
+    odd = {"client": image, "scheduler": image, "workers": {"a": image, "b": side_versions("2026.2.0", "3.13.12")}}
+    assert "2 workers distributed 2026.2.0/2026.3.0, dask 2026.2.0/2026.3.0" in versions_line(odd)
+    assert "\n" not in versions_line(skewed)
 
 
 def test_no_gateway_is_a_clear_failure():
