@@ -96,7 +96,7 @@ def test_mlflow_dask_and_the_smoke_job_fit_the_medium_quota(session):
     assert session.labelled("app.kubernetes.io/name=dask-smoke") == []
 
 
-def test_a_rollout_needs_no_room_beyond_the_quota_and_a_refused_job_fails_fast(session):
+def test_a_rollout_needs_no_room_beyond_the_quota_and_a_job_over_it_is_refused_before_writing(session):
     # Room for the defaults (1.2 CPU, 1152Mi) and larger workers, but not for a surge pod or the smoke Job.
     set_quota(session, "1.3", "1280Mi")
     ok(session.run("dask.up"))
@@ -105,9 +105,14 @@ def test_a_rollout_needs_no_room_beyond_the_quota_and_a_refused_job_fails_fast(s
     worker = session.objects()["Deployment/dask-worker"]["spec"]["template"]["spec"]["containers"][0]
     assert worker["args"][worker["args"].index("--memory-limit") + 1] == str(500 * 2**20)
 
+    # The Job's pod would be refused (FailedCreate, exceeded quota): the quota preflight says so
+    # before the Job is written, with the figures.
     started = time.monotonic()
     smoke = session.run("dask.smoke", "--in-cluster", "--timeout", "30")
     assert smoke.returncode == 1
-    assert "exceeded quota" in smoke.stdout and "free some quota" in smoke.stdout
+    line = smoke.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: dask.smoke --in-cluster does not fit the quota of namespace {session.namespace}: "), line
+    assert "limits.cpu needs 250m more, 100m of 1300m left (quota medium)" in line
+    assert "limits.memory needs 128Mi more, 24Mi of 1280Mi left (quota medium)" in line
     assert time.monotonic() - started < 60
     assert session.labelled("app.kubernetes.io/name=dask-smoke") == []
