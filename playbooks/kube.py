@@ -188,7 +188,9 @@ class Kubectl:
     def delete(self, names: list[str], timeout: float = 120) -> None:
         if not names:
             return
-        args = ["delete", *names, "--ignore-not-found", "--wait=true", f"--timeout={int(timeout)}s"]
+        # Foreground: a Deployment is gone only once its pods are, so the quota they held is
+        # free when `down` returns and an `up` right after it fits again.
+        args = ["delete", *names, "--ignore-not-found", "--cascade=foreground", "--wait=true", f"--timeout={int(timeout)}s"]
         if self.dry_run:
             self.show(*args)
             return

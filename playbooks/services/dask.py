@@ -313,7 +313,9 @@ def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
         kubectl.show(*args)
         return
     kubectl.run(*args)
-    kubectl.wait_for_deployment(f"{instance}-worker", component_selector(instance, "worker"), timeout, f"{instance}/workers")
+    kubectl.wait_for_deployment(
+        f"{instance}-worker", component_selector(instance, "worker"), timeout, f"{instance}/workers", resources="dask.worker_resources"
+    )
 
 
 def image_release(image: str) -> str | None:
@@ -435,7 +437,7 @@ def smoke_in_cluster(c, target: Target, kubectl: Kubectl, name: str, timeout: fl
     selector = label_selector(selector_labels(SMOKE, name))
     start = time.monotonic()
     try:
-        outcome = run_job(kubectl, docs, selector, job_timeout + 15, f"{name}/smoke-job")
+        outcome = run_job(kubectl, docs, selector, job_timeout + 15, f"{name}/smoke-job", resources="dask.smoke_resources")
     except PlaybookError as error:
         return Report(name, [Step("in-cluster job", False, time.monotonic() - start, str(error))])
     report = decode_report(outcome.logs)
