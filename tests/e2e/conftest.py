@@ -3,6 +3,10 @@ and the tasks run as a user would run them (the CLI in a subprocess) in each mod
 
 Providers: envtest (real kube-apiserver + etcd from binaries) is found automatically;
 `--provider existing --kubeconfig PATH` runs against a cluster you name.
+
+Real pods: the tests that need running containers (`real_session`) run on the real-node lab,
+found automatically from its kubeconfig (tests/e2e/lab.py), or on the cluster named by
+`--provider existing|kind`; without one they skip with one line.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -18,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUIET_ENV
+from playbooks.procs import http_ok, start, stop_group, wait_until
+from tests.conftest import BUCKET, QUIET_ENV, S3Server, tool
+from tests.e2e import lab
 from tests.e2e.controlplane import ControlPlane, FakeKubelet, find_binaries, why_missing
 from tests.e2e.kind import (
     install_vcluster,
@@ -89,6 +96,47 @@ def cluster(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_cluster(request, tmp_path_factory):
+    """A cluster whose pods really run: the lab, or the cluster --provider existing/kind names."""
+    provider = request.config.getoption("--provider")
+    if provider == "existing":
+        kubeconfig = request.config.getoption("--kubeconfig")
+        if not kubeconfig:
+            pytest.skip("existing provider: pass --kubeconfig PATH")
+        return Cluster("existing", Path(kubeconfig))
+    if provider == "kind":
+        return request.getfixturevalue("cluster")
+    kubeconfig, why = lab.find_lab()
+    if kubeconfig is None:
+        pytest.skip(f"real pods: {why}; or run with --provider existing --kubeconfig PATH")
+    return Cluster("lab", kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def lab_s3(real_cluster, tmp_path_factory):
+    """The platform's object storage, outside the cluster: a real S3 server on an address pods reach.
+
+    On the lab that is the bridge address. Elsewhere None: sessions then get a bucket from
+    `storage.up` (MinIO) inside the cluster.
+    """
+    if real_cluster.provider != "lab":
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind((lab.BRIDGE_ADDRESS, 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("lab-moto") / "moto.log"
+    process = start([tool("moto_server"), "-H", lab.BRIDGE_ADDRESS, "-p", str(port)], {**os.environ, **QUIET_ENV}, log)
+    server = S3Server(f"http://{lab.BRIDGE_ADDRESS}:{port}", BUCKET)
+    try:
+        wait_until(lambda: http_ok(f"{server.endpoint}/moto-api/"), 30, "moto_server", process, log)
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        stop_group(process.pid)
+
+
+@pytest.fixture(scope="session")
 def vcluster_target(cluster):
     """vCluster mode: on kind, a real vCluster per xdist worker; elsewhere the cluster itself (admin)."""
     if cluster.provider != "kind":
@@ -112,6 +160,7 @@ class Session:
     cluster: Cluster
     tmp: Path
     outputs: list[str] = field(default_factory=list)
+    s3: S3Server | None = None  # real_session: the object storage pods reach (None: storage.up's)
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
         result = subprocess.run(
@@ -228,3 +277,40 @@ def all_services(session):
         session.env["INVOKE_GATEWAY_CHART"] = str(STANDIN_CHART)
     session.env["PATH"] = path
     return session
+
+
+# The Datalab `medium` budget (shared/docs/datalab.md), as a namespace-mode session has it.
+MEDIUM_QUOTA = """
+apiVersion: v1
+kind: ResourceQuota
+metadata: {{name: budget, namespace: {ns}}}
+spec:
+  hard: {{limits.cpu: "2", limits.memory: 2Gi, persistentvolumeclaims: "6", services: "10", secrets: "25"}}
+"""
+
+
+@pytest.fixture(params=MODES)
+def real_session(request, real_cluster, tmp_path, lab_s3):
+    """A Datalab-shaped session on a cluster whose pods run: namespace mode with the `medium` quota and
+    an `edit` token, or vCluster mode with admin credentials; object storage outside the cluster."""
+    mode = request.param
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    namespace = f"rp-{mode[:2]}-{worker}-{uuid.uuid4().hex[:5]}"
+    s3 = lab_s3 or S3Server("http://unused.invalid", BUCKET)
+    session = new_session(real_cluster, mode, namespace, tmp_path, s3)
+    session.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{session.env['PATH']}"
+    if mode == "namespace":
+        real_cluster.kubectl("apply", "-f", "-", stdin=MEDIUM_QUOTA.format(ns=namespace))
+    if lab_s3 is None:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+            session.env.pop(key)
+        store = session.run("storage.up", "--bucket", BUCKET)
+        assert store.returncode == 0, store.stdout + store.stderr
+    session.s3 = lab_s3
+    yield session
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print("\n".join(session.outputs))
+        print(real_cluster.kubectl("get", "all,events,pvc", "-n", namespace, check=False).stdout)
+    real_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    if mode == "namespace":
+        real_cluster.kubectl("delete", "clusterrole,clusterrolebinding", f"{namespace}-namespace-reader", check=False)

@@ -1,7 +1,7 @@
 """A real Kubernetes control plane from binaries (envtest): etcd, kube-apiserver, kube-controller-manager.
 
 Binaries come from KUBEBUILDER_ASSETS, else /usr/local/kubebuilder/bin (controller-runtime's
-convention); etcd may also come from PATH. Everything listens on 127.0.0.1 with free ports.
+convention), else the real-node lab's `bin/` (tests/e2e/lab.py); etcd may also come from PATH. Everything listens on 127.0.0.1 with free ports.
 There is no kubelet: `FakeKubelet` binds pending pods to a node and marks them Running and
 Ready, as kwok does, so the tasks' real waiting code runs unchanged.
 """
@@ -32,9 +32,20 @@ AUDIT_POLICY = {
 }
 
 
+def _assets() -> Path:
+    """KUBEBUILDER_ASSETS, else /usr/local/kubebuilder/bin, else the real-node lab's binaries."""
+    from tests.e2e.lab import lab_bin
+
+    if os.environ.get("KUBEBUILDER_ASSETS"):
+        return Path(os.environ["KUBEBUILDER_ASSETS"])
+    if not (DEFAULT_ASSETS / "kube-apiserver").exists() and (lab_bin() / "kube-apiserver").exists():
+        return lab_bin()
+    return DEFAULT_ASSETS
+
+
 def find_binaries() -> dict[str, str] | None:
     """Paths of etcd, kube-apiserver and (optionally) kube-controller-manager, or None."""
-    assets = Path(os.environ.get("KUBEBUILDER_ASSETS") or DEFAULT_ASSETS)
+    assets = _assets()
     found = {}
     for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
         path = assets / name
@@ -45,7 +56,7 @@ def find_binaries() -> dict[str, str] | None:
 
 
 def why_missing() -> str:
-    assets = os.environ.get("KUBEBUILDER_ASSETS") or str(DEFAULT_ASSETS)
+    assets = _assets()
     return (
         f"envtest provider: no kube-apiserver/etcd in {assets} (set KUBEBUILDER_ASSETS, "
         "or install etcd-server and put kube-apiserver there)"
