@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 
 from playbooks.errors import PlaybookError
-from playbooks.kube import (
+from playbooks.kube import Kubectl
+from playbooks.stuck import (
     Finding,
     Fixes,
-    Kubectl,
     Sightings,
     create_failure,
     event_time,

@@ -16,10 +16,9 @@ from playbooks import kube
 from playbooks.deploy import Plan
 from playbooks.errors import PlaybookError
 from playbooks.jobs import job_failure_cause, job_findings, job_progress, wait_for_job
-from playbooks.kube import (
+from playbooks.kube import Kubectl, Result
+from playbooks.stuck import (
     Fixes,
-    Kubectl,
-    Result,
     Sightings,
     decide,
     pod_findings,
