@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,20 +76,28 @@ class S3Server:
         )
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """A real S3-protocol server (moto's server mode) with the workspace bucket."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    env = {**os.environ, **QUIET_ENV}
-    process = start([tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], env, log)
-    server = S3Server(f"http://127.0.0.1:{port}", BUCKET)
+@contextmanager
+def serve_s3(host: str, folder: Path) -> Iterator[S3Server]:
+    """A real S3-protocol server (moto's server mode) on host, with the workspace bucket."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    log = folder / "moto.log"
+    process = start([tool("moto_server"), "-H", host, "-p", str(port)], {**os.environ, **QUIET_ENV}, log)
+    server = S3Server(f"http://{host}:{port}", BUCKET)
     try:
         wait_until(lambda: http_ok(f"{server.endpoint}/moto-api/"), 30, "moto_server", process, log)
         server.client().create_bucket(Bucket=BUCKET)
         yield server
     finally:
         stop_group(process.pid)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server on 127.0.0.1 with the workspace bucket."""
+    with serve_s3("127.0.0.1", tmp_path_factory.mktemp("moto")) as server:
+        yield server
 
 
 @dataclass

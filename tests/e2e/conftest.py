@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -23,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from playbooks.procs import http_ok, start, stop_group, wait_until
-from tests.conftest import BUCKET, QUIET_ENV, S3Server, tool
+from tests.conftest import BUCKET, QUIET_ENV, S3Server, serve_s3
 from tests.e2e import lab
 from tests.e2e.controlplane import ControlPlane, FakeKubelet, find_binaries, why_missing
 from tests.e2e.kind import (
@@ -122,18 +120,8 @@ def lab_s3(real_cluster, tmp_path_factory):
     if real_cluster.provider != "lab":
         yield None
         return
-    with socket.socket() as probe:
-        probe.bind((lab.BRIDGE_ADDRESS, 0))
-        port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("lab-moto") / "moto.log"
-    process = start([tool("moto_server"), "-H", lab.BRIDGE_ADDRESS, "-p", str(port)], {**os.environ, **QUIET_ENV}, log)
-    server = S3Server(f"http://{lab.BRIDGE_ADDRESS}:{port}", BUCKET)
-    try:
-        wait_until(lambda: http_ok(f"{server.endpoint}/moto-api/"), 30, "moto_server", process, log)
-        server.client().create_bucket(Bucket=BUCKET)
+    with serve_s3(lab.BRIDGE_ADDRESS, tmp_path_factory.mktemp("lab-moto")) as server:
         yield server
-    finally:
-        stop_group(process.pid)
 
 
 @pytest.fixture(scope="session")
@@ -183,16 +171,18 @@ class Session:
         return {f"{i['kind']}/{i['metadata']['name']}": i for i in json.loads(out.stdout)["items"]}
 
 
+# `edit` in {ns} and read on namespaces for the ServiceAccount `session` of {sa_ns}: the same
+# namespace for a session's own credentials, the workshop namespace for a session pod.
 NAMESPACE_RBAC = """
 apiVersion: v1
 kind: ServiceAccount
-metadata: {{name: session, namespace: {ns}}}
+metadata: {{name: session, namespace: {sa_ns}}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: {{name: session-edit, namespace: {ns}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}
-subjects: [{{kind: ServiceAccount, name: session, namespace: {ns}}}]
+subjects: [{{kind: ServiceAccount, name: session, namespace: {sa_ns}}}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -203,14 +193,14 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {{name: {ns}-namespace-reader}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-namespace-reader}}
-subjects: [{{kind: ServiceAccount, name: session, namespace: {ns}}}]
+subjects: [{{kind: ServiceAccount, name: session, namespace: {sa_ns}}}]
 """
 
 
 def _session_credentials(cluster: Cluster, namespace: str, mode: str, tmp: Path) -> Path:
     if mode == "vcluster":
         return cluster.admin_kubeconfig
-    cluster.kubectl("apply", "-f", "-", stdin=NAMESPACE_RBAC.format(ns=namespace))
+    cluster.kubectl("apply", "-f", "-", stdin=NAMESPACE_RBAC.format(ns=namespace, sa_ns=namespace))
     token = cluster.kubectl("create", "token", "session", "-n", namespace, "--duration=2h").stdout.strip()
     if cluster.plane is not None:
         return cluster.plane.write_kubeconfig(f"session-{namespace}", token, namespace=namespace, context="session")

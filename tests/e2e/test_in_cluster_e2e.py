@@ -41,7 +41,7 @@ def test_a_session_pod_with_only_its_service_account_detects_namespace_mode_and_
     ns = f"pb-{worker}-sa-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", ns)
     try:
-        cluster.kubectl("apply", "-f", "-", stdin=NAMESPACE_RBAC.format(ns=ns))
+        cluster.kubectl("apply", "-f", "-", stdin=NAMESPACE_RBAC.format(ns=ns, sa_ns=ns))
         token = cluster.kubectl("create", "token", "session", "-n", ns, "--duration=1h").stdout.strip()
         host, port, ca = api_address(cluster)
         mounted = tmp_path / "serviceaccount"

@@ -19,35 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import lab
-from tests.e2e.conftest import MEDIUM_QUOTA
+from tests.e2e.conftest import MEDIUM_QUOTA, NAMESPACE_RBAC
 
 # Real pods start in tens of seconds on a busy 2-core node: far beyond the suite's default timeout.
 pytestmark = pytest.mark.timeout(1800)
 SESSION_IMAGE = "datalab-playbooks/session:core"  # scripts/lab-images.sh builds it from pyproject's dependencies
 ROOT = Path(__file__).resolve().parents[2]
-
-SESSION_RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: session, namespace: {ws}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: session-edit, namespace: {ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}
-subjects: [{{kind: ServiceAccount, name: session, namespace: {ws}}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {ns}-namespace-reader}}
-rules: [{{apiGroups: [""], resources: [namespaces], verbs: [get, list, watch]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {ns}-namespace-reader}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-namespace-reader}}
-subjects: [{{kind: ServiceAccount, name: session, namespace: {ws}}}]
-"""
 
 SESSION_POD = """
 apiVersion: v1
@@ -125,7 +102,7 @@ def test_tasks_run_from_a_session_pod(real_cluster, lab_s3, tmp_path):
     try:
         for name in (ws, ns):
             kubectl("create", "namespace", name)
-        kubectl("apply", "-f", "-", stdin=SESSION_RBAC.format(ws=ws, ns=ns) + "---" + MEDIUM_QUOTA.format(ns=ns))
+        kubectl("apply", "-f", "-", stdin=NAMESPACE_RBAC.format(ns=ns, sa_ns=ws) + "---" + MEDIUM_QUOTA.format(ns=ns))
         kubectl("create", "secret", "generic", "workspace-s3", "-n", ws, *(f"--from-literal={k}={v}" for k, v in lab_s3.env().items()))
         tools = tools_folder(tmp_path)
         pod = SESSION_POD.format(ws=ws, ns=ns, bucket=lab_s3.bucket, image=SESSION_IMAGE, tools=tools)
