@@ -55,6 +55,10 @@ def test_server_container_contract():
         assert host in hosts and f"{host}:*" in hosts
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    # A slow start is the startup probe's to judge (5 minutes), not the liveness probe's.
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health" and startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert "initialDelaySeconds" not in container["livenessProbe"] and container["livenessProbe"]["timeoutSeconds"] >= 3
     assert not any(part.startswith("pip") for part in container.get("command", []) + args)
     env = {e["name"]: e for e in container["env"]}
     assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == "true"

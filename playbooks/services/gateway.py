@@ -437,10 +437,12 @@ def up(c, chart=None, release=None, timeout=None, namespace=None, mode=None, dry
     # The files as they are now: should they change while helm reads them, the next up upgrades again.
     digest = local_digest(source)
     # A new password changes the values (its digest is an annotation): unchanged means stored.
-    if unchanged(helm, name, existing, source, merge_values(file_values(), extra), digest):
+    same = unchanged(helm, name, existing, source, merge_values(file_values(), extra), digest)
+    if same:
         files = f" from the same chart files (sha256:{digest[:12]}…)" if digest else ""
-        helm.out(f"{name}: release {existing['chart']} already deployed{files} with these values; no change")
-    else:
+        shown = " (a dry run still shows what an upgrade would run)" if dry_run else ""
+        helm.out(f"{name}: release {existing['chart']} already deployed{files} with these values; no change{shown}")
+    if not same or dry_run:
         # Reading the chart first: a chart version that does not exist stops before any write.
         crds = helm.show_crds(source.argv())
         store_password(kubectl, name, password)
