@@ -94,15 +94,9 @@ def cluster(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def real_cluster(request, tmp_path_factory):
+def real_cluster(request):
     """A cluster whose pods really run: the lab, or the cluster --provider existing/kind names."""
-    provider = request.config.getoption("--provider")
-    if provider == "existing":
-        kubeconfig = request.config.getoption("--kubeconfig")
-        if not kubeconfig:
-            pytest.skip("existing provider: pass --kubeconfig PATH")
-        return Cluster("existing", Path(kubeconfig))
-    if provider == "kind":
+    if request.config.getoption("--provider") in ("existing", "kind"):
         return request.getfixturevalue("cluster")
     kubeconfig, why = lab.find_lab()
     if kubeconfig is None:

@@ -298,8 +298,17 @@ class FakeKubelet:
                 pass
             self._stop.wait(0.3)
 
-    def _tend(self, pod) -> None:
+    def _bind(self, meta) -> None:
+        """Schedule the pod to this node, as the scheduler would."""
         from kubernetes import client
+
+        binding = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=meta.name),
+            target=client.V1ObjectReference(kind="Node", name=self.node, api_version="v1"),
+        )
+        self.core.create_namespaced_binding(meta.namespace, binding, _preload_content=False)
+
+    def _tend(self, pod) -> None:
 
         meta = pod.metadata
         if meta.namespace in self.ignored_namespaces and meta.deletion_timestamp is None:
@@ -308,11 +317,7 @@ class FakeKubelet:
             self.core.delete_namespaced_pod(meta.name, meta.namespace, grace_period_seconds=0)
             return
         if not pod.spec.node_name:
-            binding = client.V1Binding(
-                metadata=client.V1ObjectMeta(name=meta.name),
-                target=client.V1ObjectReference(kind="Node", name=self.node, api_version="v1"),
-            )
-            self.core.create_namespaced_binding(meta.namespace, binding, _preload_content=False)
+            self._bind(meta)
             return
         if pod.status.phase in ("Succeeded", "Failed"):
             return

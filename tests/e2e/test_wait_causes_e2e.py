@@ -56,7 +56,6 @@ class ScenarioKubelet(FakeKubelet):
             self._stop.wait(0.3)
 
     def _tend(self, pod) -> None:
-        from kubernetes import client
 
         meta = pod.metadata
         if meta.deletion_timestamp is not None or pod.status.container_statuses or _said(pod):
@@ -72,11 +71,7 @@ class ScenarioKubelet(FakeKubelet):
             self.core.patch_namespaced_pod_status(meta.name, meta.namespace, {"status": {"phase": "Pending", "conditions": [condition]}})
             return
         if not pod.spec.node_name:
-            binding = client.V1Binding(
-                metadata=client.V1ObjectMeta(name=meta.name),
-                target=client.V1ObjectReference(kind="Node", name=self.node, api_version="v1"),
-            )
-            self.core.create_namespaced_binding(meta.namespace, binding, _preload_content=False)
+            self._bind(meta)
             return
         if self.scenario == "oom-loop":
             phase = "Running"
