@@ -41,7 +41,11 @@ class SlowKubelet(FakeKubelet):
 
     def _tend(self, pod) -> None:
         meta, status = pod.metadata, pod.status
-        starting = meta.deletion_timestamp is None and pod.spec.node_name and status.phase not in ("Running", "Succeeded", "Failed")
+        starting = (
+            meta.deletion_timestamp is None
+            and pod.spec.node_name
+            and status.phase not in ("Running", "Succeeded", "Failed")
+        )
         if starting:
             first = self._bound_at.setdefault(meta.uid, time.monotonic())
             if time.monotonic() - first < self.delay:
@@ -71,11 +75,15 @@ def s3_store() -> Iterator[dict[str, str]]:
     endpoint = f"http://127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
         log = Path(tmp) / "moto.log"
-        process = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", endpoint.rsplit(":", 1)[1]], base_env(Path(tmp)), log)
+        process = start(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", endpoint.rsplit(":", 1)[1]], base_env(Path(tmp)), log
+        )
         try:
             wait_until(lambda: http_ok(f"{endpoint}/moto-api/"), 60, "moto_server", process, log)
             credentials = {k.lower(): v for k, v in S3_CREDENTIALS.items() if k != "AWS_REGION"}
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials).create_bucket(Bucket=BUCKET)
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials).create_bucket(
+                Bucket=BUCKET
+            )
             yield {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "WORKSHOP_NAMESPACE": BUCKET}
         finally:
             stop_group(process.pid)

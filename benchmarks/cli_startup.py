@@ -112,14 +112,21 @@ def main() -> None:
         sections = []
         if shutil.which("hyperfine"):
             timings = hyperfine(commands, env, args.runs, tmp_path / "hyperfine.json")
-            sections.append(("hyperfine --shell=none, in rounds of 2 runs of each command, order reversed every round (3 warm-up runs first; CPU s: median of the rounds' means)", timings))
+            sections.append(
+                (
+                    "hyperfine --shell=none, in rounds of 2 runs of each command, order reversed every round (3 warm-up runs first; CPU s: median of the rounds' means)",
+                    timings,
+                )
+            )
         else:
             print("hyperfine not found: only the interleaved loop runs")
 
         def runner(command):
             return lambda: subprocess.run(command, env=env, cwd=tmp, capture_output=True, check=True, timeout=60)
 
-        loop = interleaved({name: runner(cmd) for name, cmd in commands.items()}, runs=max(args.runs, 15), warmup=2, budget=120)
+        loop = interleaved(
+            {name: runner(cmd) for name, cmd in commands.items()}, runs=max(args.runs, 15), warmup=2, budget=120
+        )
         sections.append(("perf_counter loop, interleaved (ABBA), subprocess.run", list(loop.values())))
 
         body = []

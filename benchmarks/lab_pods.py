@@ -102,7 +102,13 @@ def main() -> None:
         try:
             session_kubeconfig = _session_credentials(cluster, namespace, "namespace", Path(tmp))
             cluster.kubectl("apply", "-f", "-", stdin=MEDIUM_QUOTA.format(ns=namespace))
-            env = base_env(Path(tmp), KUBECONFIG=str(session_kubeconfig), SESSION_NAMESPACE=namespace, PYTHONPATH=str(ROOT), **s3_env)
+            env = base_env(
+                Path(tmp),
+                KUBECONFIG=str(session_kubeconfig),
+                SESSION_NAMESPACE=namespace,
+                PYTHONPATH=str(ROOT),
+                **s3_env,
+            )
             body = measure(cluster, namespace, session_kubeconfig, env, args)
         finally:
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -126,14 +132,19 @@ def measure(cluster: Cluster, namespace: str, kubeconfig: Path, env: dict[str, s
     def purge() -> None:
         invoke("down", "--purge", timeout=600)
 
-    deploy_base, deploy_subject = "kubectl apply --server-side + rollout status (baseline)", f"invoke up --only {SERVICES}"
+    deploy_base, deploy_subject = (
+        "kubectl apply --server-side + rollout status (baseline)",
+        f"invoke up --only {SERVICES}",
+    )
     deploys = interleaved(
         {deploy_base: baseline_deploy, deploy_subject: lambda: invoke("up", "--only", SERVICES)},
         runs=args.runs, warmup=0, budget=1800, between=purge,
     )  # fmt: skip
 
     invoke("up", "--only", SERVICES)
-    same = subprocess.run([*kubectl, "diff", *ssa, "-f", "-"], input=manifests, env=env, capture_output=True, text=True, timeout=60)
+    same = subprocess.run(
+        [*kubectl, "diff", *ssa, "-f", "-"], input=manifests, env=env, capture_output=True, text=True, timeout=60
+    )
     if same.returncode != 0:
         raise SystemExit(f"the in-process rendering differs from what up applied:\n{same.stdout}{same.stderr}")
     noop_base, noop_subject = "kubectl apply --server-side (baseline)", f"invoke up --only {SERVICES} (no change)"

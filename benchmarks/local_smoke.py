@@ -69,7 +69,9 @@ def main() -> None:
             url = f"http://127.0.0.1:{json.loads(state_file.read_text())['ports']['http']}"
             timings = measure(url, cli, env, args.runs)
         finally:
-            stopped = run_checked([playbooks, "mlflow.down"], env=env, cwd=work, timeout=60) if state_file.exists() else None
+            stopped = (
+                run_checked([playbooks, "mlflow.down"], env=env, cwd=work, timeout=60) if state_file.exists() else None
+            )
             if state_file.exists():  # down did not get to forget it: stop the group ourselves
                 from playbooks.procs import stop_group
 
@@ -129,7 +131,9 @@ def report(timings: dict) -> None:
         line = f"{title}: {verdict(ratio, TARGET)}"
         print(f"\n{title}\n{table(rows, TIMING_HEADER)}\n{line}")
         body.append(f"{title}:\n\n{table(rows, TIMING_HEADER)}\n\n{line}\n")
-    write_section("local_smoke", "5. Smoke check in local mode vs a hand-written MLflow client", COMMAND, "\n".join(body))
+    write_section(
+        "local_smoke", "5. Smoke check in local mode vs a hand-written MLflow client", COMMAND, "\n".join(body)
+    )
 
 
 if __name__ == "__main__":

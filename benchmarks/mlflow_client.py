@@ -31,7 +31,9 @@ def round_trip(tracking_uri: str) -> None:
     client.set_terminated(run_id)
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        path = download_artifacts(run_id=run_id, artifact_path="bench/hello.txt", dst_path=tmp, tracking_uri=tracking_uri)
+        path = download_artifacts(
+            run_id=run_id, artifact_path="bench/hello.txt", dst_path=tmp, tracking_uri=tracking_uri
+        )
         content = Path(path).read_text()
     assert run.data.params["token"] == token and run.data.metrics["answer"] == 42.0 and content == token
 

@@ -90,7 +90,9 @@ def main() -> None:
         same = subprocess.run([*kubectl, "diff", *ssa, "--force-conflicts", "-f", "-"], input=manifests, env=env,
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         if same.returncode != 0:
-            raise SystemExit(f"the in-process rendering differs from what mlflow.up applied:\n{same.stdout}{same.stderr}")
+            raise SystemExit(
+                f"the in-process rendering differs from what mlflow.up applied:\n{same.stdout}{same.stderr}"
+            )
 
         def call(argv, stdin=None):
             return lambda: run_checked(argv, input=stdin, env=env, cwd=ROOT, timeout=120)
@@ -102,7 +104,9 @@ def main() -> None:
             subject: call(invoke_argv("mlflow.up")),
             "  part: invoke --list (start-up, imports)": call(invoke_argv("--list")),
             "  part: python -c detect() (imports + 3 API calls)": call([str(BIN / "python"), "-c", DETECT]),
-            "  part: kubectl diff --server-side": call([*kubectl, "diff", *ssa, "--force-conflicts", "-f", "-"], manifests),
+            "  part: kubectl diff --server-side": call(
+                [*kubectl, "diff", *ssa, "--force-conflicts", "-f", "-"], manifests
+            ),
             "  part: kubectl get deployments.apps,pods -o json": call(
                 [*kubectl, "get", "deployments.apps,pods", "-o", "json", "-l", selector]
             ),

@@ -117,9 +117,7 @@ def parse_rule(line: str) -> Rule | None:
     if "/" in rule:
         return Rule(raw, negate, must_dir, lambda path: regex.fullmatch(path) is not None)
     # No slash: only the last element of the path is matched.
-    return Rule(
-        raw, negate, must_dir, lambda path: regex.fullmatch(path.rpartition("/")[2]) is not None
-    )
+    return Rule(raw, negate, must_dir, lambda path: regex.fullmatch(path.rpartition("/")[2]) is not None)
 
 
 def parse_rules(text: str) -> list[Rule]:

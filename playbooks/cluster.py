@@ -58,9 +58,7 @@ def _last_line(text: str) -> str:
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The caller's environment without the variables that pick a cluster; plus extra."""
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _CLUSTER_VARS and not key.startswith("HELM_KUBE")
+        key: value for key, value in os.environ.items() if key not in _CLUSTER_VARS and not key.startswith("HELM_KUBE")
     }
     return {**env, **(extra or {})}
 

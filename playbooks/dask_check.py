@@ -65,7 +65,9 @@ def _connect(address: str, seconds: float, timeout: float):
     try:
         from distributed import Client
     except ImportError:
-        raise CheckFailed("the Dask client is not installed: pip install 'dask[distributed]' at the image's release") from None
+        raise CheckFailed(
+            "the Dask client is not installed: pip install 'dask[distributed]' at the image's release"
+        ) from None
     try:
         # The versions step reports a mismatch in one line; the client's own warning is a table.
         with warnings.catch_warnings():
@@ -96,7 +98,9 @@ def _wait_for_workers(client, address: str, wanted: int, seconds: float, timeout
         joined = len(client.nthreads())
         if joined == 0:
             raise CheckFailed(f"no worker joined the scheduler at {address} within {timeout:.0f}s") from None
-        raise CheckFailed(f"only {joined} of {wanted} workers joined the scheduler at {address} within {timeout:.0f}s") from None
+        raise CheckFailed(
+            f"only {joined} of {wanted} workers joined the scheduler at {address} within {timeout:.0f}s"
+        ) from None
     threads = client.nthreads()
     return f"{len(threads)} worker(s), {sum(threads.values())} thread(s)"
 

@@ -40,7 +40,7 @@ class Plan:
     resources: dict[str, str] = field(default_factory=dict)
 
     def resources_setting(self, deployment: str) -> str | None:
-        """"<service>.resources" for the Deployment named like the instance, "<service>.<part>_resources" for "<instance>-<part>"."""
+        """ "<service>.resources" for the Deployment named like the instance, "<service>.<part>_resources" for "<instance>-<part>"."""
         if deployment in self.resources:
             return self.resources[deployment]
         if deployment == self.instance:
@@ -77,7 +77,9 @@ def kubectl_for(c, target: Target, dry_run: bool = False) -> Kubectl:
     )
 
 
-def access_shortfalls(kubectl: Kubectl, docs: list[dict], verbs: tuple[str, ...] = ("get", "create", "patch")) -> list[str]:
+def access_shortfalls(
+    kubectl: Kubectl, docs: list[dict], verbs: tuple[str, ...] = ("get", "create", "patch")
+) -> list[str]:
     """What the plan needs that the credentials may not do.
 
     The SelfSubjectRulesReview of detection answers without a request; a denial it finds is
@@ -110,12 +112,16 @@ def check_access(kubectl: Kubectl, docs: list[dict]) -> None:
     preflight.refuse(access_shortfalls(kubectl, docs))
 
 
-def quota_shortfalls(kubectl: Kubectl, docs: list[dict], live: list[dict] | None = None, what: str = "the plan") -> list[str]:
+def quota_shortfalls(
+    kubectl: Kubectl, docs: list[dict], live: list[dict] | None = None, what: str = "the plan"
+) -> list[str]:
     """Whether the namespace's quotas can take what docs add, net of what they replace (live:
     the objects replaced, read from the API unless given); `what` names the change in the refusal."""
     result = kubectl.run("get", "resourcequotas", "-o", "json", timeout=30, check=False)
     if not result.ok:
-        kubectl.out(f"quota: not checked ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no answer'})")
+        kubectl.out(
+            f"quota: not checked ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no answer'})"
+        )
         return []
     quotas = json.loads(result.stdout or "{}").get("items", [])
     if not quotas:
@@ -185,11 +191,17 @@ def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
 
 
 def tear_down(
-    kubectl: Kubectl, service: str, instance: str | None, purge: bool, keep: tuple[str, ...] = ("persistentvolumeclaim/",)
+    kubectl: Kubectl,
+    service: str,
+    instance: str | None,
+    purge: bool,
+    keep: tuple[str, ...] = ("persistentvolumeclaim/",),
 ) -> list[str]:
     """Delete what carries the service's labels; what holds data (keep: name prefixes) stays unless purge."""
     # A kind the credentials may not list (a platform that forbids NetworkPolicies) holds nothing of ours.
-    listable = [k for k in kinds(list(load_templates(service))) if kubectl.target.may("list", *k.split(".", 1)) is not False]
+    listable = [
+        k for k in kinds(list(load_templates(service))) if kubectl.target.may("list", *k.split(".", 1)) is not False
+    ]
     found = kubectl.names(listable, managed_selector(service, instance))
     doomed = [n for n in found if purge or not n.startswith(keep)]
     kept = [n for n in found if n not in doomed]
@@ -209,7 +221,5 @@ def tear_down(
 def deployed_instances(kubectl: Kubectl, service: str) -> list[str]:
     """Instances of a service found in the namespace by their labels."""
     state = kubectl.get_json("deployments.apps", managed_selector(service))
-    instances = {
-        item["metadata"]["labels"].get("app.kubernetes.io/instance") for item in state.get("items", [])
-    }
+    instances = {item["metadata"]["labels"].get("app.kubernetes.io/instance") for item in state.get("items", [])}
     return sorted(i for i in instances if i)

@@ -182,7 +182,9 @@ class Helm:
             elapsed = time.monotonic() - start
             if elapsed > timeout + 60:
                 _stop(process)
-                raise PlaybookError(f"helm {args[0]} hung past its own {timeout:.0f}s timeout: check the API server {self.target.server}")
+                raise PlaybookError(
+                    f"helm {args[0]} hung past its own {timeout:.0f}s timeout: check the API server {self.target.server}"
+                )
             try:
                 line = progress()
             except PlaybookError as error:
@@ -268,7 +270,9 @@ class Helm:
 
     # ------------------------------------------------------------ writes
 
-    def upgrade_argv(self, release: str, chart: Sequence[str], values: Sequence[Path | str], timeout: float) -> list[str]:
+    def upgrade_argv(
+        self, release: str, chart: Sequence[str], values: Sequence[Path | str], timeout: float
+    ) -> list[str]:
         """The arguments of `helm upgrade --install` (after the binary, before the target flags)."""
         args = ["upgrade", "--install", release, *chart]
         for path in values:

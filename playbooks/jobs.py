@@ -116,11 +116,7 @@ def _why_no_pod(kubectl: Kubectl, job: str, seconds: float = 20) -> list[dict]:
 def job_pods(items: list[dict], job: str) -> list[dict]:
     """The live pods of the Job among items (owned by it, or labelled with its name)."""
     return [
-        i
-        for i in items
-        if i.get("kind") == "Pod"
-        and not i["metadata"].get("deletionTimestamp")
-        and _of_job(i, job)
+        i for i in items if i.get("kind") == "Pod" and not i["metadata"].get("deletionTimestamp") and _of_job(i, job)
     ]
 
 
@@ -164,14 +160,18 @@ def job_failure_cause(state: dict, job: str, fixes: Fixes = JOB_FIXES) -> str | 
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         specs = {c["name"]: c for c in (pod.get("spec") or {}).get("containers") or []}
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            ended = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+            ended = (
+                (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+            )
             where = f"container {status['name']} of pod {pod['metadata']['name']}"
             if ended.get("reason") == "OOMKilled":
                 limit = ((specs.get(status["name"], {}).get("resources") or {}).get("limits") or {}).get("memory")
                 at = f" at its memory limit of {limit}" if limit else ""
                 return f"{where} ran out of memory (OOMKilled{at}): {fixes.memory(limit)}"
             if ended and ended.get("exitCode") not in (0, None) and crashed is None:
-                crashed = f"{where} exited with code {ended['exitCode']} ({ended.get('reason', 'Error')}): read its logs"
+                crashed = (
+                    f"{where} exited with code {ended['exitCode']} ({ended.get('reason', 'Error')}): read its logs"
+                )
     return crashed
 
 

@@ -198,7 +198,14 @@ class Kubectl:
             return
         # Foreground: a Deployment is gone only once its pods are, so the quota they held is
         # free when `down` returns and an `up` right after it fits again.
-        args = ["delete", *names, "--ignore-not-found", "--cascade=foreground", "--wait=true", f"--timeout={int(timeout)}s"]
+        args = [
+            "delete",
+            *names,
+            "--ignore-not-found",
+            "--cascade=foreground",
+            "--wait=true",
+            f"--timeout={int(timeout)}s",
+        ]
         if self.dry_run:
             self.show(*args)
             return
@@ -212,7 +219,9 @@ class Kubectl:
 
     # ------------------------------------------------------------ waiting
 
-    def poll(self, label: str, selector: str, timeout: float, probe: Callable[[float], tuple[bool, str]], late: str) -> float:
+    def poll(
+        self, label: str, selector: str, timeout: float, probe: Callable[[float], tuple[bool, str]], late: str
+    ) -> float:
         """Call probe(seconds for one call) until it reports done; return the seconds it took.
 
         Its status line is shown when it changes and at least every HEARTBEAT_SECONDS. A poll
@@ -251,7 +260,9 @@ class Kubectl:
                 last_line, last_print = line, now
             if now >= deadline:
                 if unreachable is not None:
-                    raise ApiUnreachable(f"{label}: {late} within {timeout:.0f}s and the API is unreachable: {unreachable}")
+                    raise ApiUnreachable(
+                        f"{label}: {late} within {timeout:.0f}s and the API is unreachable: {unreachable}"
+                    )
                 self.out(f"{label}: {late} within {timeout:.0f}s; evidence follows")
                 self.print_evidence(selector)
                 raise PlaybookError(

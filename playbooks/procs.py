@@ -20,7 +20,13 @@ def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = No
     """Start argv in a new session (its own process group), output to log."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -89,7 +95,9 @@ def tcp_ok(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_until(check, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def wait_until(
+    check, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     """Poll check() until true; fail with the log's tail if the deadline passes or the process dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,5 +109,9 @@ def wait_until(check, timeout: float, what: str, process: subprocess.Popen | Non
     tail = ""
     if log is not None and log.exists():
         tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-    state = f"exited with {process.returncode}" if process is not None and process.poll() is not None else f"not ready within {timeout:.0f}s"
+    state = (
+        f"exited with {process.returncode}"
+        if process is not None and process.poll() is not None
+        else f"not ready within {timeout:.0f}s"
+    )
     raise TimeoutError(f"{what} {state}{tail}")

@@ -62,7 +62,10 @@ def needs(docs: list[dict]) -> Counter:
         total["pods"] += count
         for container in pod.get("containers", []):
             resources = container.get("resources") or {}
-            for kind_of, values in (("requests", resources.get("requests") or {}), ("limits", resources.get("limits") or {})):
+            for kind_of, values in (
+                ("requests", resources.get("requests") or {}),
+                ("limits", resources.get("limits") or {}),
+            ):
                 for name in ("cpu", "memory"):
                     if name in values:
                         total[f"{kind_of}.{name}"] += quantity(values[name]) * count

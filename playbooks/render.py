@@ -184,10 +184,8 @@ def kinds(docs: list[dict]) -> list[str]:
     for doc in docs:
         group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
         kind = doc["kind"].lower()
-        if kind.endswith("y"):
-            plural = kind[:-1] + "ies"  # networkpolicies
-        else:
-            plural = kind + ("es" if kind.endswith("s") else "s")
+        # networkpolicies, ingresses, services
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + ("es" if kind.endswith("s") else "s")
         name = f"{plural}.{group}" if group else plural
         if name not in out:
             out.append(name)

@@ -21,7 +21,11 @@ TARGET_HELP = {
     "mode": "namespace, vcluster or local; overrides detection.",
 }
 
-LOCAL_SMOKE_CHECKS = {"mlflow": mlflow_local.smoke_reports, "dask": dask_local.smoke_reports, "gateway": gateway_local.smoke_reports}
+LOCAL_SMOKE_CHECKS = {
+    "mlflow": mlflow_local.smoke_reports,
+    "dask": dask_local.smoke_reports,
+    "gateway": gateway_local.smoke_reports,
+}
 SMOKE_CHECKS = {"mlflow": mlflow.smoke_reports, "dask": dask.smoke_reports, "gateway": gateway.smoke_reports}
 
 
@@ -43,7 +47,9 @@ def target(c, namespace=None, mode=None):
     print(f"context:    {found.context or '(in-cluster service account)'}")
     print(f"api server: {found.server}")
     if found.source.service_account:
-        print(f"kubeconfig: {found.source.kubeconfig} (written for the in-cluster service account in {found.source.service_account})")
+        print(
+            f"kubeconfig: {found.source.kubeconfig} (written for the in-cluster service account in {found.source.service_account})"
+        )
     else:
         print(f"kubeconfig: {found.source.kubeconfig}")
     print("evidence:")
@@ -90,7 +96,9 @@ def choose_services(only: str | None, mode: str) -> list[str]:
         names = [name.strip() for name in only.split(",") if name.strip()]
         unknown = [name for name in names if name not in SERVICES]
         if unknown or not names:
-            raise PlaybookError(f"unknown service {', '.join(unknown) or repr(only)}: choose from {', '.join(SERVICES)}")
+            raise PlaybookError(
+                f"unknown service {', '.join(unknown) or repr(only)}: choose from {', '.join(SERVICES)}"
+            )
         if "gateway" in names and mode == "namespace":
             raise PlaybookError(
                 "Dask Gateway needs vCluster mode (its chart installs CRDs and cluster roles): "
@@ -116,7 +124,9 @@ def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_r
         resolve_target(c, namespace, mode)
         local.refuse_dry_run(dry_run, "`up` only starts processes")
         if network_policy:
-            raise PlaybookError("--network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only")
+            raise PlaybookError(
+                "--network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only"
+            )
         names = choose_services(only, "local") if only else ["mlflow", "dask"]
         # The services start side by side: a bad input of one must stop all before any starts.
         if bucket:
@@ -210,7 +220,9 @@ def cluster_rows(c, target: Target, kubectl: Kubectl) -> list[tuple[str, ...]]:
         rows.append((service, instance, f"{'ready' if ready >= want else 'NOT ready'} {ready}/{want}", address))
     if target.mode == "vcluster":
         for release in gateway.deployed_releases(kubectl):
-            rows.append(("gateway", release, "installed", f"http://{gateway.traefik_service(release)}.{target.namespace}.svc"))
+            rows.append(
+                ("gateway", release, "installed", f"http://{gateway.traefik_service(release)}.{target.namespace}.svc")
+            )
     return rows
 
 

@@ -82,7 +82,9 @@ def bucket_shortfalls(s3: S3Settings, bucket: str) -> list[str]:
                 f"the S3 credentials may not use bucket {bucket} at {s3.where()} ({status} {code}): "
                 "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass another --bucket"
             ]
-        return [f"S3 at {s3.where()} answered {status} {code} for bucket {bucket}: check AWS_ENDPOINT_URL and the bucket"]
+        return [
+            f"S3 at {s3.where()} answered {status} {code} for bucket {bucket}: check AWS_ENDPOINT_URL and the bucket"
+        ]
     except BotoCoreError as error:
         cause = error.kwargs.get("error") if isinstance(error.kwargs.get("error"), Exception) else error
         reason = str(cause).rsplit(": ", 1)[-1][:160]

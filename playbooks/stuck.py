@@ -121,7 +121,12 @@ PROVISIONING = 30.0  # a volume the provisioner has not made yet (or a claim wit
 PROVISIONER_WORKING = 60.0  # the provisioner took the claim and is making the volume
 NEVER = math.inf  # explains, decides nothing (yet): e.g. its events are not known
 UNBOUND_CLAIMS = re.compile(r"unbound immediate PersistentVolumeClaims|pod has unbound", re.I)
-IMAGE_REASONS = {"ImagePullBackOff": AT_ONCE, "InvalidImageName": AT_ONCE, "ErrImageNeverPull": AT_ONCE, "ErrImagePull": TRANSIENT}
+IMAGE_REASONS = {
+    "ImagePullBackOff": AT_ONCE,
+    "InvalidImageName": AT_ONCE,
+    "ErrImageNeverPull": AT_ONCE,
+    "ErrImagePull": TRANSIENT,
+}
 CREATE_REASONS = ("CreateContainerConfigError", "CreateContainerError")
 
 
@@ -148,7 +153,11 @@ class Fixes:
             if key:
                 return f"set {key} to what it needs (it has no limit: the node ran out of memory)"
             return "give the container a memory limit that fits it (its resources setting), or free memory on the node"
-        return f"raise {key} (now {limit})" if key else "raise the container's memory limit (resources.limits.memory of its service's settings)"
+        return (
+            f"raise {key} (now {limit})"
+            if key
+            else "raise the container's memory limit (resources.limits.memory of its service's settings)"
+        )
 
     def logs(self, pod: str, container: str) -> str:
         if self.section and not self.job:
@@ -164,7 +173,11 @@ class Fixes:
         return f"{where} a StorageClass the cluster has (kubectl get storageclass), or ask for a default StorageClass"
 
     def smaller(self) -> str:
-        return f"lower {self.resources} or the number of pods" if self.resources else "lower the pods' resources or their number"
+        return (
+            f"lower {self.resources} or the number of pods"
+            if self.resources
+            else "lower the pods' resources or their number"
+        )
 
 
 GENERIC_FIXES = Fixes()
@@ -281,7 +294,14 @@ def replica_failure(
     failing = next((rs for rs in sets if _failing(rs) is not None), None)
     about = ("ReplicaSet", failing["metadata"]["name"]) if failing else None
     if failing is not None and events is None:
-        return Finding(f"deployment/{name}/ReplicaFailure", f"{what} cannot create pods", f"{what}: FailedCreate", NEVER, events_of=about, wants_events=True)
+        return Finding(
+            f"deployment/{name}/ReplicaFailure",
+            f"{what} cannot create pods",
+            f"{what}: FailedCreate",
+            NEVER,
+            events_of=about,
+            wants_events=True,
+        )
     refused = [e for e in events_about(events or [], failing) if e.get("reason") == "FailedCreate"] if failing else []
     if refused:
         message = refused[-1].get("message") or message
@@ -361,7 +381,9 @@ def claim_finding(claim: dict, events: list[dict] | None, fixes: Fixes) -> Findi
     what = f"volume claim {name} (storageClassName: {storage_class or 'none, so the default class'})"
     base = dict(events_of=("PersistentVolumeClaim", name))
     if events is None:
-        return Finding(f"claim/{name}/unknown", f"{what} is not bound", f"{what}: Pending", NEVER, wants_events=True, **base)
+        return Finding(
+            f"claim/{name}/unknown", f"{what} is not bound", f"{what}: Pending", NEVER, wants_events=True, **base
+        )
     about = events_about(events, claim)
     failed = [e for e in about if e.get("reason") in ("ProvisioningFailed", "FailedBinding")]
     latest = (failed or about or [None])[-1]
@@ -403,17 +425,23 @@ def pod_findings(
         # Normal for a few seconds while a volume is made: the claims' events decide.
         volumes = (pod.get("spec") or {}).get("volumes") or []
         names = [v["persistentVolumeClaim"]["claimName"] for v in volumes if v.get("persistentVolumeClaim")]
-        found += [f for n in names if n in (claims or {}) and (f := claim_finding(claims[n], events, fixes)) is not None]
+        found += [
+            f for n in names if n in (claims or {}) and (f := claim_finding(claims[n], events, fixes)) is not None
+        ]
     elif unscheduled.get("reason") == "Unschedulable":
         said = _short(re.split(r"\s+preemption:", message)[0], 240)
         name = pod["metadata"]["name"]
         lower = f"{fixes.resources}.requests" if fixes.resources else "the pod's requests"
         cause = f"pod {name} cannot be scheduled ({said}): free room on the nodes, or lower {lower}"
-        found.append(Finding(f"pod/{name}/Unschedulable", cause, f"pod {name}: Unschedulable ({said})", UNSCHEDULABLE, name))
+        found.append(
+            Finding(f"pod/{name}/Unschedulable", cause, f"pod {name}: Unschedulable ({said})", UNSCHEDULABLE, name)
+        )
     return found
 
 
-def rollout_findings(state: dict, name: str, events: list[dict] | None = None, fixes: Fixes = GENERIC_FIXES) -> list[Finding]:
+def rollout_findings(
+    state: dict, name: str, events: list[dict] | None = None, fixes: Fixes = GENERIC_FIXES
+) -> list[Finding]:
     """Why the Deployment's rollout cannot finish, most telling first, from
     `kubectl get deployments.apps,replicasets.apps,pods,persistentvolumeclaims -l ... -o json`
     (and the events a finding asks for, of a claim or a failing ReplicaSet: None means not looked up)."""

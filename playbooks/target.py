@@ -266,7 +266,11 @@ def private_dir(env: Mapping[str, str]) -> Path:
     a symlink or belongs to someone else (a shared /tmp) is refused, never used.
     """
     runtime = env.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK) else Path(tempfile.gettempdir())
+    base = (
+        Path(runtime)
+        if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK)
+        else Path(tempfile.gettempdir())
+    )
     folder = base / f"datalab-playbooks-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -285,7 +289,9 @@ def private_dir(env: Mapping[str, str]) -> Path:
     return folder
 
 
-def in_cluster_kubeconfig(service_account_dir: Path, server: str, namespace: str | None, env: Mapping[str, str]) -> Path:
+def in_cluster_kubeconfig(
+    service_account_dir: Path, server: str, namespace: str | None, env: Mapping[str, str]
+) -> Path:
     """A kubeconfig for the mounted service account, written 0600 into private_dir.
 
     It names the token *file* (kubectl rereads it, so a rotated token keeps working) and the
@@ -374,7 +380,9 @@ def decide_mode(
 
     detected = "vcluster" if probes.can_create_crds else "namespace"
     if probes.can_create_crds and not vcluster_shape and not probes.fake_nodes:
-        evidence.append("cluster-admin rights without vCluster signals: cluster-scoped installs allowed, treated as vcluster mode")
+        evidence.append(
+            "cluster-admin rights without vCluster signals: cluster-scoped installs allowed, treated as vcluster mode"
+        )
     if override:
         if override not in CLUSTER_MODES:
             raise PlaybookError(f"unknown mode {override!r}: use --mode namespace or --mode vcluster")
@@ -418,11 +426,19 @@ REVIEWS = "/apis/authorization.k8s.io/v1"
 ACCESS_REVIEW = {
     "apiVersion": "authorization.k8s.io/v1",
     "kind": "SelfSubjectAccessReview",
-    "spec": {"resourceAttributes": {"verb": "create", "group": "apiextensions.k8s.io", "resource": "customresourcedefinitions"}},
+    "spec": {
+        "resourceAttributes": {
+            "verb": "create",
+            "group": "apiextensions.k8s.io",
+            "resource": "customresourcedefinitions",
+        }
+    },
 }
 FAKE_NODES_PATH = f"/api/v1/nodes?labelSelector={quote(FAKE_NODE_LABEL + '=true', safe='')}&limit=1"
 # What kubectl prints when it got no answer at all (checked on a real kube-apiserver).
-NO_ANSWER = re.compile(r"dial tcp|connection refused|no such host|i/o timeout|deadline exceeded|TLS handshake|tls: |x509: |EOF")
+NO_ANSWER = re.compile(
+    r"dial tcp|connection refused|no such host|i/o timeout|deadline exceeded|TLS handshake|tls: |x509: |EOF"
+)
 
 
 def api_error(stderr: str, source: KubeSource, doing: str) -> PlaybookError:
@@ -440,7 +456,9 @@ def api_error(stderr: str, source: KubeSource, doing: str) -> PlaybookError:
             return PlaybookError(
                 f"forbidden while {doing} on {source.server} (403): ask for the missing permission or use other credentials"
             )
-        return PlaybookError(f"the API server {source.server} answered {answered.group(1)} while {doing}: {answered.group(2)}")
+        return PlaybookError(
+            f"the API server {source.server} answered {answered.group(1)} while {doing}: {answered.group(2)}"
+        )
     connect = re.search(r"Unable to connect to the server: (.*)", text)
     if re.search(r"The connection to the server \S+ was refused", text):
         reason = "connection refused"
@@ -472,7 +490,9 @@ def _answer(result, source: KubeSource, doing: str) -> dict:
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
-        raise PlaybookError(f"the API server {source.server} did not answer with JSON while {doing}: is it a Kubernetes API?")
+        raise PlaybookError(
+            f"the API server {source.server} did not answer with JSON while {doing}: is it a Kubernetes API?"
+        )
     return answer
 
 
@@ -512,7 +532,11 @@ def probe(
     flags = ["--request-timeout", f"{timeout:g}s", *source.kubeconfig_flags()]
     if source.context:
         flags += ["--context", source.context]
-    rules_review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}}
+    rules_review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
     review, rules, nodes = _kubectl_all(
         kubectl,
         [
@@ -557,7 +581,13 @@ def detect(
     env = os.environ if env is None else env
     if mode is not None and mode not in MODES:
         raise PlaybookError(f"unknown mode {mode!r}: use --mode namespace, vcluster or local")
-    key = (namespace, mode, kubeconfig, context, *(env.get(k) for k in ("KUBECONFIG", "SESSION_NAMESPACE", SERVICE_ACCOUNT_DIR_ENV)))
+    key = (
+        namespace,
+        mode,
+        kubeconfig,
+        context,
+        *(env.get(k) for k in ("KUBECONFIG", "SESSION_NAMESPACE", SERVICE_ACCOUNT_DIR_ENV)),
+    )
     if key in _detected:
         return _detected[key]
     if mode == "local":

@@ -119,7 +119,13 @@ def start_mlflow(tmp: Path, s3: S3Server, prefix: str, allowed_hosts: str | None
     if allowed_hosts:
         argv += ["--allowed-hosts", allowed_hosts]
     # As the playbooks run it: no job consumers (~135-245 MB each, slow to stop).
-    env = {**os.environ, **QUIET_ENV, **s3.env(), "MLFLOW_S3_ENDPOINT_URL": s3.endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        **s3.env(),
+        "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     process = start(argv, env, log, cwd=tmp)
     url = f"http://127.0.0.1:{port}"
     try:

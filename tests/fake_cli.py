@@ -125,7 +125,10 @@ def kubectl(argv: list[str], state: dict, stdin: str | None) -> int:
     elif args[0] == "get" and args[1] == "customresourcedefinitions.apiextensions.k8s.io":
         if "json" in args:
             managed = [{"manager": "datalab-playbooks", "operation": "Apply"}]
-            items = [{"kind": "CustomResourceDefinition", "metadata": {"name": n, "managedFields": managed}} for n in state.get("crds", [])]
+            items = [
+                {"kind": "CustomResourceDefinition", "metadata": {"name": n, "managedFields": managed}}
+                for n in state.get("crds", [])
+            ]
             print(json.dumps({"kind": "List", "items": items}))
         else:
             for name in state.get("crds", []):
@@ -138,7 +141,9 @@ def kubectl(argv: list[str], state: dict, stdin: str | None) -> int:
             "status": {
                 "phase": "Running" if ready == "True" else "Pending",
                 "conditions": [{"type": "Ready", "status": ready}],
-                "containerStatuses": [] if ready == "True" else [{"state": {"waiting": {"reason": "ContainerCreating"}}}],
+                "containerStatuses": []
+                if ready == "True"
+                else [{"state": {"waiting": {"reason": "ContainerCreating"}}}],
             },
         }
         print(json.dumps({"kind": "List", "items": [pod]}))

@@ -57,7 +57,9 @@ def kind_kubeconfig(name: str) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": key, "cluster": {"server": "https://127.0.0.1:39211", "certificate-authority-data": "Q0E="}}],
+        "clusters": [
+            {"name": key, "cluster": {"server": "https://127.0.0.1:39211", "certificate-authority-data": "Q0E="}}
+        ],
         "contexts": [{"name": key, "context": {"cluster": key, "user": key}}],
         "current-context": key,
         "users": [{"name": key, "user": {"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"}}],
@@ -90,7 +92,9 @@ def kind(argv: list[str], state: dict, stdin: str | None) -> int:
         print(state.get("kind_version", "kind v0.33.0 go1.25.3 linux/amd64"))
         return 0
     if state.get("docker_down"):
-        return fail(f"ERROR: failed to list clusters: command \"docker ps -a\" failed with error: exit status 1\n{DOCKER_DOWN}")
+        return fail(
+            f'ERROR: failed to list clusters: command "docker ps -a" failed with error: exit status 1\n{DOCKER_DOWN}'
+        )
     if argv[:2] == ["get", "clusters"]:
         if not clusters:
             return fail("No kind clusters found.", 0)
@@ -117,7 +121,9 @@ def kind(argv: list[str], state: dict, stdin: str | None) -> int:
         return 0
     if argv[:2] == ["export", "kubeconfig"]:
         if name not in clusters:
-            return fail(f'ERROR: could not locate any control plane nodes for cluster named \'{name}\'. Use the --name option to select a different cluster')
+            return fail(
+                f"ERROR: could not locate any control plane nodes for cluster named '{name}'. Use the --name option to select a different cluster"
+            )
         write_kubeconfig(flag(argv, "--kubeconfig"), name)
         print(f'Set kubectl context to "kind-{name}"', file=sys.stderr)
         return 0
@@ -128,7 +134,11 @@ def kind(argv: list[str], state: dict, stdin: str | None) -> int:
             print(f'Deleted nodes: ["{name}-control-plane"]', file=sys.stderr)
         path = flag(argv, "--kubeconfig")
         if path and os.path.exists(path):  # kind leaves the file, without its entries
-            Path(path).write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": None, "contexts": None, "users": None}))
+            Path(path).write_text(
+                yaml.safe_dump(
+                    {"apiVersion": "v1", "kind": "Config", "clusters": None, "contexts": None, "users": None}
+                )
+            )
         state.pop("vclusters", None)
         return 0
     return fail(f"fake kind: unexpected {argv}", 2)
@@ -161,7 +171,15 @@ def vcluster_kubeconfig(values: dict) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": context, "cluster": {"server": export.get("server") or "https://localhost:8443", "certificate-authority-data": "VkNB"}}],
+        "clusters": [
+            {
+                "name": context,
+                "cluster": {
+                    "server": export.get("server") or "https://localhost:8443",
+                    "certificate-authority-data": "VkNB",
+                },
+            }
+        ],
         "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
         "current-context": context,
         "users": [{"name": context, "user": {"client-certificate-data": "VkNFUlQ=", "client-key-data": "VktFWQ=="}}],

@@ -23,7 +23,7 @@ from pathlib import Path
 FOLDER = Path(os.environ["FORWARD_DIR"])
 LOST = [
     'E0101 00:00:00.000000    4242 portforward.go:413] "Unhandled Error" err="an error occurred forwarding '
-    '{local} -> {port}: error forwarding port {port} to pod {service}-6d4b7c9f8-x2x7q, uid : network namespace '
+    "{local} -> {port}: error forwarding port {port} to pod {service}-6d4b7c9f8-x2x7q, uid : network namespace "
     'for sandbox \\"0f3c\\" is closed"',
     "error: lost connection to pod",
 ]

@@ -91,7 +91,12 @@ class ArgvScan:
 
 def text_leaks(texts: Mapping[str, str], secrets: Mapping[str, str]) -> list[str]:
     """'<secret name> in <where>' for every text (output of a run, a file) that holds a secret value."""
-    return [f"{name} in {where}" for where, text in texts.items() for name, value in secrets.items() if value and value in text]
+    return [
+        f"{name} in {where}"
+        for where, text in texts.items()
+        for name, value in secrets.items()
+        if value and value in text
+    ]
 
 
 def output_texts(results: Iterable[tuple[str, object]]) -> dict[str, str]:

@@ -56,35 +56,85 @@ CASES = [
     Case("bucket too short", ["mlflow.up", "--bucket", "ab"], "must be 3 to 63 characters", CREDS),
     Case("bucket like an IP", ["mlflow.up", "--bucket", "192.168.1.1"], "must not look like an IP", CREDS),
     Case("bad default bucket", ["mlflow.up"], "invalid bucket name", {**CREDS, "WORKSHOP_NAMESPACE": "Bad..Name"}),
-    Case("no credentials, no store", ["mlflow.up", "--storage", "env", "--bucket", "ws-frank"], "no S3 credentials: export AWS_ACCESS_KEY_ID", CLUSTER),
+    Case(
+        "no credentials, no store",
+        ["mlflow.up", "--storage", "env", "--bucket", "ws-frank"],
+        "no S3 credentials: export AWS_ACCESS_KEY_ID",
+        CLUSTER,
+    ),
     Case("unknown storage", ["mlflow.up", "--storage", "nfs"], "unknown --storage 'nfs'", CREDS),
-    Case("half credentials: key only", ["mlflow.up", "--bucket", "ws-frank"], "export AWS_SECRET_ACCESS_KEY too", {**CLUSTER, "AWS_ACCESS_KEY_ID": "k"}),
-    Case("half credentials: secret only", ["mlflow.up", "--bucket", "ws-frank"], "export AWS_ACCESS_KEY_ID too", {**CLUSTER, "AWS_SECRET_ACCESS_KEY": "s"}),
-    Case("endpoint with bucket", ["mlflow.up", "--bucket", "ws-frank"], "is not an endpoint", {**CREDS, "AWS_ENDPOINT_URL": "http://s3:9000/ws-frank"}),
-    Case("endpoint without scheme", ["mlflow.up", "--bucket", "ws-frank"], "is not an endpoint", {**CREDS, "AWS_ENDPOINT_URL": "s3.example.com"}),
-    Case("local: bucket missing on the S3 server", ["mlflow.up", "--bucket", "ws-missing"], ("bucket ws-missing", "does not exist"), S3),
+    Case(
+        "half credentials: key only",
+        ["mlflow.up", "--bucket", "ws-frank"],
+        "export AWS_SECRET_ACCESS_KEY too",
+        {**CLUSTER, "AWS_ACCESS_KEY_ID": "k"},
+    ),
+    Case(
+        "half credentials: secret only",
+        ["mlflow.up", "--bucket", "ws-frank"],
+        "export AWS_ACCESS_KEY_ID too",
+        {**CLUSTER, "AWS_SECRET_ACCESS_KEY": "s"},
+    ),
+    Case(
+        "endpoint with bucket",
+        ["mlflow.up", "--bucket", "ws-frank"],
+        "is not an endpoint",
+        {**CREDS, "AWS_ENDPOINT_URL": "http://s3:9000/ws-frank"},
+    ),
+    Case(
+        "endpoint without scheme",
+        ["mlflow.up", "--bucket", "ws-frank"],
+        "is not an endpoint",
+        {**CREDS, "AWS_ENDPOINT_URL": "s3.example.com"},
+    ),
+    Case(
+        "local: bucket missing on the S3 server",
+        ["mlflow.up", "--bucket", "ws-missing"],
+        ("bucket ws-missing", "does not exist"),
+        S3,
+    ),
     Case("local: S3 endpoint unreachable", ["mlflow.up", "--bucket", "ws-frank"], "cannot reach S3 endpoint", DEAD_S3),
     Case("local: invalid --bucket", ["mlflow.up", "--bucket", "Bad_B"], "invalid bucket name 'Bad_B'"),
     Case("local: unknown storage", ["mlflow.up", "--storage", "nfs"], "unknown --storage 'nfs'"),
     Case("local: storage not up", ["mlflow.up", "--storage", "local-s3"], "run `invoke storage.up` first"),
     # ---- names, namespaces, modes, kubeconfigs
-    Case("invalid namespace", ["mlflow.up", "--bucket", "ws-frank", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'", CREDS),
+    Case(
+        "invalid namespace",
+        ["mlflow.up", "--bucket", "ws-frank", "--namespace", "Bad_NS"],
+        "invalid namespace 'Bad_NS'",
+        CREDS,
+    ),
     Case("target: invalid namespace", ["target", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'", CLUSTER),
     Case("invalid name", ["mlflow.up", "--bucket", "ws-frank", "--name", "My.Server"], "invalid service name", CREDS),
     Case("bad prefix", ["mlflow.up", "--bucket", "ws-frank", "--prefix", "a b"], "invalid artifact prefix", CREDS),
     Case("local: dry-run", ["mlflow.up", "--dry-run"], "--dry-run is for the cluster modes"),
-    Case("missing kubeconfig file", ["target"], "KUBECONFIG points to /nonexistent/config, which does not exist", {"KUBECONFIG": "/nonexistent/config"}),
+    Case(
+        "missing kubeconfig file",
+        ["target"],
+        "KUBECONFIG points to /nonexistent/config, which does not exist",
+        {"KUBECONFIG": "/nonexistent/config"},
+    ),
     Case("unknown mode", ["target", "--mode", "cluster"], "unknown mode 'cluster'"),
     Case("status: unknown mode", ["status", "--mode", "cluster"], "unknown mode 'cluster'"),
     Case("unknown mode with a cluster", ["target", "--mode", "kind"], "unknown mode 'kind'", CLUSTER),
-    Case("unknown context", ["target"], "context 'nope' is not in kubeconfig", {**CLUSTER, "INVOKE_TARGET_CONTEXT": "nope"}),
+    Case(
+        "unknown context",
+        ["target"],
+        "context 'nope' is not in kubeconfig",
+        {**CLUSTER, "INVOKE_TARGET_CONTEXT": "nope"},
+    ),
     # ---- an unreachable API, task by task
     Case("unreachable API: target", ["target"], UNREACHABLE, CLUSTER),
     Case("unreachable API: up", ["up", "--bucket", "ws-frank"], UNREACHABLE, CREDS),
     Case("unreachable API: down", ["down"], UNREACHABLE, CLUSTER),
     Case("unreachable API: status", ["status"], UNREACHABLE, CLUSTER),
     Case("unreachable API: smoke", ["smoke"], UNREACHABLE, CLUSTER),
-    Case("unreachable API: mlflow.up", ["mlflow.up", "--bucket", "ws-frank"], f"{UNREACHABLE} at https://127.0.0.1:", CREDS),
+    Case(
+        "unreachable API: mlflow.up",
+        ["mlflow.up", "--bucket", "ws-frank"],
+        f"{UNREACHABLE} at https://127.0.0.1:",
+        CREDS,
+    ),
     Case("unreachable API: mlflow.status", ["mlflow.status"], UNREACHABLE, CLUSTER),
     Case("unreachable API: mlflow.logs", ["mlflow.logs"], UNREACHABLE, CLUSTER),
     Case("unreachable API: dask.up", ["dask.up", "--workers", "2"], UNREACHABLE, CLUSTER),
@@ -99,62 +149,198 @@ CASES = [
     Case("local: down --only nope", ["down", "--only", "nope"], "unknown service nope"),
     Case("local: up --workers -1", ["up", "--workers", "-1"], "--workers must be a whole number from 0 to 50"),
     Case("local: up --bucket Bad_B", ["up", "--bucket", "Bad_B"], "invalid bucket name 'Bad_B'"),
-    Case("local: smoke with nothing running", ["smoke"], "no service is deployed on this machine: run `invoke up` first"),
+    Case(
+        "local: smoke with nothing running", ["smoke"], "no service is deployed on this machine: run `invoke up` first"
+    ),
     # ---- Dask, while a local Dask runs
-    Case("dask.up --workers -1", ["dask.up", "--workers", "-1"], "--workers must be a whole number from 0 to 50, got '-1'", running=True),
-    Case("dask.up --workers 100000", ["dask.up", "--workers", "100000"], "--workers must be a whole number from 0 to 50", running=True),
-    Case("dask.up --worker-memory lots", ["dask.up", "--worker-memory", "lots"], "--worker-memory 'lots' is not a memory quantity", running=True),
-    Case("dask.up --worker-cpu -1", ["dask.up", "--worker-cpu", "-1"], "--worker-cpu '-1' is not a CPU quantity", running=True),
-    Case("dask.up --worker-memory 100Mi", ["dask.up", "--worker-memory", "100Mi"], "too small for a Dask worker: give at least 256Mi", running=True),
-    Case("dask.up on a taken port", ["dask.up", "--port", "{storage}"], "port {storage} is already taken on 127.0.0.1", running=True),
-    Case("dask.scale -3", ["dask.scale", "-3"], "the worker count must be a whole number from 0 to 50, got '-3'", running=True),
+    Case(
+        "dask.up --workers -1",
+        ["dask.up", "--workers", "-1"],
+        "--workers must be a whole number from 0 to 50, got '-1'",
+        running=True,
+    ),
+    Case(
+        "dask.up --workers 100000",
+        ["dask.up", "--workers", "100000"],
+        "--workers must be a whole number from 0 to 50",
+        running=True,
+    ),
+    Case(
+        "dask.up --worker-memory lots",
+        ["dask.up", "--worker-memory", "lots"],
+        "--worker-memory 'lots' is not a memory quantity",
+        running=True,
+    ),
+    Case(
+        "dask.up --worker-cpu -1",
+        ["dask.up", "--worker-cpu", "-1"],
+        "--worker-cpu '-1' is not a CPU quantity",
+        running=True,
+    ),
+    Case(
+        "dask.up --worker-memory 100Mi",
+        ["dask.up", "--worker-memory", "100Mi"],
+        "too small for a Dask worker: give at least 256Mi",
+        running=True,
+    ),
+    Case(
+        "dask.up on a taken port",
+        ["dask.up", "--port", "{storage}"],
+        "port {storage} is already taken on 127.0.0.1",
+        running=True,
+    ),
+    Case(
+        "dask.scale -3",
+        ["dask.scale", "-3"],
+        "the worker count must be a whole number from 0 to 50, got '-3'",
+        running=True,
+    ),
     Case("dask.scale 51", ["dask.scale", "51"], "from 0 to 50, got '51'", running=True),
     Case("dask.scale lots", ["dask.scale", "lots"], "got 'lots'", running=True),
     Case("dask.down --name", ["dask.down", "--name", "Bad_Name"], "invalid Dask name 'Bad_Name'", running=True),
     Case("dask.status --name", ["dask.status", "--name", "9lives"], "invalid Dask name '9lives'", running=True),
-    Case("dask.smoke --timeout 0", ["dask.smoke", "--timeout", "0"], "--timeout must be a number of seconds from 1 to 3600", running=True),
-    Case("dask.smoke --in-cluster", ["dask.smoke", "--in-cluster"], "--in-cluster needs a Kubernetes cluster", running=True),
+    Case(
+        "dask.smoke --timeout 0",
+        ["dask.smoke", "--timeout", "0"],
+        "--timeout must be a number of seconds from 1 to 3600",
+        running=True,
+    ),
+    Case(
+        "dask.smoke --in-cluster",
+        ["dask.smoke", "--in-cluster"],
+        "--in-cluster needs a Kubernetes cluster",
+        running=True,
+    ),
     Case("dask.logs --lines -5", ["dask.logs", "--lines", "-5"], "--lines '-5' is not a whole number", running=True),
-    Case("dask.dashboard, nothing running", ["dask.dashboard"], "the local Dask scheduler is not running: run `invoke dask.up` first"),
+    Case(
+        "dask.dashboard, nothing running",
+        ["dask.dashboard"],
+        "the local Dask scheduler is not running: run `invoke dask.up` first",
+    ),
     # ---- MLflow
-    Case("mlflow.up on a taken port", ["mlflow.up", "--port", "{scheduler}"], "port {scheduler} is already taken", running=True),
-    Case("mlflow.up on a privileged port", ["mlflow.up", "--port", "80"], "invalid port 80: use a number from 1024 to 65535"),
+    Case(
+        "mlflow.up on a taken port",
+        ["mlflow.up", "--port", "{scheduler}"],
+        "port {scheduler} is already taken",
+        running=True,
+    ),
+    Case(
+        "mlflow.up on a privileged port",
+        ["mlflow.up", "--port", "80"],
+        "invalid port 80: use a number from 1024 to 65535",
+    ),
     Case("mlflow.down --name", ["mlflow.down", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", running=True),
     Case("mlflow.status --name", ["mlflow.status", "--name", "Bad_Name"], "invalid service name 'Bad_Name'"),
-    Case("mlflow.smoke, nothing running", ["mlflow.smoke"], "mlflow is not running on this machine: run `invoke mlflow.up`"),
+    Case(
+        "mlflow.smoke, nothing running",
+        ["mlflow.smoke"],
+        "mlflow is not running on this machine: run `invoke mlflow.up`",
+    ),
     Case("mlflow.logs --lines lots", ["mlflow.logs", "--lines", "lots"], "--lines 'lots' is not a whole number"),
     # ---- storage, while the local S3 server runs
-    Case("storage.up on a taken port", ["storage.up", "--port", "{scheduler}"], "port {scheduler} is already taken", running=True),
+    Case(
+        "storage.up on a taken port",
+        ["storage.up", "--port", "{scheduler}"],
+        "port {scheduler} is already taken",
+        running=True,
+    ),
     Case("storage.up --bucket", ["storage.up", "--bucket", "Bad_B"], "invalid bucket name 'Bad_B'", running=True),
-    Case("storage.down --name", ["storage.down", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", running=True),
-    Case("storage.status --name", ["storage.status", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", running=True),
-    Case("storage.logs --lines lots", ["storage.logs", "--lines", "lots"], "--lines 'lots' is not a whole number", running=True),
+    Case(
+        "storage.down --name", ["storage.down", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", running=True
+    ),
+    Case(
+        "storage.status --name",
+        ["storage.status", "--name", "Bad_Name"],
+        "invalid service name 'Bad_Name'",
+        running=True,
+    ),
+    Case(
+        "storage.logs --lines lots",
+        ["storage.logs", "--lines", "lots"],
+        "--lines 'lots' is not a whole number",
+        running=True,
+    ),
     # ---- Gateway in local mode
-    Case("gateway.up, one port twice", ["gateway.up", "--port", "{free}", "--proxy-port", "{free}"], "are both {free}: give two different ports"),
+    Case(
+        "gateway.up, one port twice",
+        ["gateway.up", "--port", "{free}", "--proxy-port", "{free}"],
+        "are both {free}: give two different ports",
+    ),
     Case("gateway.up --timeout 0", ["gateway.up", "--timeout", "0"], "invalid --timeout '0'"),
     Case("gateway.up --chart nope", ["gateway.up", "--chart", "nope"], "invalid chart 'nope'"),
     Case("gateway.down --timeout -1", ["gateway.down", "--timeout", "-1"], "invalid --timeout '-1'"),
     Case("gateway.status --release", ["gateway.status", "--release", "Bad_R"], "invalid release name 'Bad_R'"),
-    Case("gateway.smoke, nothing running", ["gateway.smoke"], "Dask Gateway is not running on this machine: run `invoke gateway.up`"),
+    Case(
+        "gateway.smoke, nothing running",
+        ["gateway.smoke"],
+        "Dask Gateway is not running on this machine: run `invoke gateway.up`",
+    ),
     Case("gateway.logs --lines lots", ["gateway.logs", "--lines", "lots"], "--lines 'lots' is not a whole number"),
     # ---- cluster.up / cluster.down (no Docker, no kind on this PATH)
     Case("cluster.up without kind and Docker", ["cluster.up"], "kind is not on PATH"),
     Case("cluster.up --name", ["cluster.up", "--name", "Bad_Name"], "invalid cluster name 'Bad_Name'"),
     Case("cluster.down --name", ["cluster.down", "--name", "Bad_Name"], "invalid cluster name 'Bad_Name'"),
     # ---- a malformed invoke.yaml, bad INVOKE_* variables
-    Case("invoke.yaml: not YAML", ["status"], ("cannot load the configuration", "invoke.yaml"), files={"invoke.yaml": "dask:\n  workers: [1\n"}),
-    Case("invoke.yaml: a list", ["target"], ("cannot load the configuration", "fix invoke.yaml"), files={"invoke.yaml": "- dask\n- mlflow\n"}),
-    Case("invoke.yaml: a section as a number", ["dask.up"], ("cannot load the configuration", "fix invoke.yaml"), files={"invoke.yaml": "dask: 3\n"}),
-    Case("invoke.yaml: a word for seconds", ["mlflow.up"], "setting local.start_timeout is 'soon', which is not a number", files={"invoke.yaml": "local:\n  start_timeout: soon\n"}),
-    Case("invoke.yaml: job execution as a word", ["mlflow.up"], "setting mlflow.job_execution is 'off please', which is not true or false: fix it in invoke.yaml or INVOKE_MLFLOW_JOB_EXECUTION",
-         files={"invoke.yaml": "mlflow:\n  job_execution: off please\n"}),
-    Case("invoke.yaml: memory limit 'lots'", ["dask.up"], "dask.worker_resources.limits.memory 'lots' is not a memory quantity",
-         files={"invoke.yaml": "dask:\n  worker_resources:\n    limits: {memory: lots}\n"}),
-    Case("invoke.yaml: cpu limit -1", ["dask.up"], "dask.worker_resources.limits.cpu '-1' is not a CPU quantity",
-         files={"invoke.yaml": "dask:\n  worker_resources:\n    limits: {cpu: '-1'}\n"}),
-    Case("INVOKE_DASK_WORKER_RESOURCES_LIMITS_MEMORY=lots", ["dask.up"], "limits.memory 'lots' is not a memory quantity", {"INVOKE_DASK_WORKER_RESOURCES_LIMITS_MEMORY": "lots"}),
-    Case("INVOKE_DASK_WORKERS=-1", ["dask.up"], "dask.workers must be a whole number from 0 to 50", {"INVOKE_DASK_WORKERS": "-1"}),
-    Case("INVOKE_LOCAL_START_TIMEOUT=soon", ["mlflow.up"], ("cannot load the configuration", "fix INVOKE_LOCAL_START_TIMEOUT"), {"INVOKE_LOCAL_START_TIMEOUT": "soon"}),
+    Case(
+        "invoke.yaml: not YAML",
+        ["status"],
+        ("cannot load the configuration", "invoke.yaml"),
+        files={"invoke.yaml": "dask:\n  workers: [1\n"},
+    ),
+    Case(
+        "invoke.yaml: a list",
+        ["target"],
+        ("cannot load the configuration", "fix invoke.yaml"),
+        files={"invoke.yaml": "- dask\n- mlflow\n"},
+    ),
+    Case(
+        "invoke.yaml: a section as a number",
+        ["dask.up"],
+        ("cannot load the configuration", "fix invoke.yaml"),
+        files={"invoke.yaml": "dask: 3\n"},
+    ),
+    Case(
+        "invoke.yaml: a word for seconds",
+        ["mlflow.up"],
+        "setting local.start_timeout is 'soon', which is not a number",
+        files={"invoke.yaml": "local:\n  start_timeout: soon\n"},
+    ),
+    Case(
+        "invoke.yaml: job execution as a word",
+        ["mlflow.up"],
+        "setting mlflow.job_execution is 'off please', which is not true or false: fix it in invoke.yaml or INVOKE_MLFLOW_JOB_EXECUTION",
+        files={"invoke.yaml": "mlflow:\n  job_execution: off please\n"},
+    ),
+    Case(
+        "invoke.yaml: memory limit 'lots'",
+        ["dask.up"],
+        "dask.worker_resources.limits.memory 'lots' is not a memory quantity",
+        files={"invoke.yaml": "dask:\n  worker_resources:\n    limits: {memory: lots}\n"},
+    ),
+    Case(
+        "invoke.yaml: cpu limit -1",
+        ["dask.up"],
+        "dask.worker_resources.limits.cpu '-1' is not a CPU quantity",
+        files={"invoke.yaml": "dask:\n  worker_resources:\n    limits: {cpu: '-1'}\n"},
+    ),
+    Case(
+        "INVOKE_DASK_WORKER_RESOURCES_LIMITS_MEMORY=lots",
+        ["dask.up"],
+        "limits.memory 'lots' is not a memory quantity",
+        {"INVOKE_DASK_WORKER_RESOURCES_LIMITS_MEMORY": "lots"},
+    ),
+    Case(
+        "INVOKE_DASK_WORKERS=-1",
+        ["dask.up"],
+        "dask.workers must be a whole number from 0 to 50",
+        {"INVOKE_DASK_WORKERS": "-1"},
+    ),
+    Case(
+        "INVOKE_LOCAL_START_TIMEOUT=soon",
+        ["mlflow.up"],
+        ("cannot load the configuration", "fix INVOKE_LOCAL_START_TIMEOUT"),
+        {"INVOKE_LOCAL_START_TIMEOUT": "soon"},
+    ),
 ]
 
 
@@ -217,7 +403,9 @@ def base_env(home: Path) -> dict[str, str]:
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], env={**base_env(cwd), **env}, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [CLI, *args], env={**base_env(cwd), **env}, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def unreachable_kubeconfig(folder: Path) -> str:
@@ -226,7 +414,12 @@ def unreachable_kubeconfig(folder: Path) -> str:
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
-                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{free_port()}", "insecure-skip-tls-verify": True}}],
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": f"https://127.0.0.1:{free_port()}", "insecure-skip-tls-verify": True},
+                    }
+                ],
                 "users": [{"name": "u", "user": {"token": "t"}}],
                 "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "x",
@@ -258,7 +451,11 @@ def running(tmp_path_factory):
             assert started.returncode == 0, started.stdout + started.stderr
         scheduler, storage = read_state(folder, "dask", "scheduler"), read_state(folder, "storage", "storage")
         worker = read_state(folder, "dask", "worker-0")
-        ports = {"scheduler": scheduler["ports"]["tcp"], "dashboard": scheduler["ports"]["dashboard"], "storage": storage["ports"]["http"]}
+        ports = {
+            "scheduler": scheduler["ports"]["tcp"],
+            "dashboard": scheduler["ports"]["dashboard"],
+            "storage": storage["ports"]["http"],
+        }
         yield Running(folder, ports, {scheduler["pid"], storage["pid"], worker["pid"]})
     finally:
         run(["down"], {}, folder)

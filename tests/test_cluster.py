@@ -172,7 +172,7 @@ def test_up_creates_the_cluster_with_the_pinned_image_then_reuses_it(world):
     }
     assert world.kind_kubeconfig.exists()
     assert f"kind cluster {NAME}: created from {IMAGE}" in result.stdout
-    assert f"kind: Creating cluster \"{NAME}\" ..." in result.stdout  # kind's progress is shown
+    assert f'kind: Creating cluster "{NAME}" ...' in result.stdout  # kind's progress is shown
     assert f"use it:  export KUBECONFIG={world.kind_kubeconfig}" in result.stdout
 
     world.forget_calls()
@@ -241,7 +241,7 @@ def test_up_vcluster_installs_the_pinned_chart_and_writes_a_kubeconfig_that_reac
     assert stat.S_IMODE(os.stat(world.vcluster_kubeconfig).st_mode) == 0o600
     assert "vcluster my-vcluster: ready in namespace vcluster-my-vcluster (chart vcluster 0.37.1)" in result.stdout
     assert f"use the vCluster:  export KUBECONFIG={world.vcluster_kubeconfig}" in result.stdout
-    assert "helm: Release \"my-vcluster\" does not exist. Installing it now." in result.stdout
+    assert 'helm: Release "my-vcluster" does not exist. Installing it now.' in result.stdout
 
 
 def test_vcluster_on_a_kind_cluster_without_the_port_mapping_is_refused_before_helm(world):
@@ -304,13 +304,18 @@ def test_exported_kubeconfig_is_pointed_at_the_host_port_and_renamed():
     exported = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "Default", "cluster": {"server": "https://localhost:8443", "certificate-authority-data": "VkNB"}}],
+        "clusters": [
+            {"name": "Default", "cluster": {"server": "https://localhost:8443", "certificate-authority-data": "VkNB"}}
+        ],
         "contexts": [{"name": "Default", "context": {"cluster": "Default", "user": "Default"}}],
         "current-context": "Default",
         "users": [{"name": "Default", "user": {"client-certificate-data": "Qw==", "client-key-data": "Sw=="}}],
     }
     pointed = point_kubeconfig(exported, "https://127.0.0.1:40123", "my-vcluster")
-    assert pointed["clusters"][0]["cluster"] == {"server": "https://127.0.0.1:40123", "certificate-authority-data": "VkNB"}
+    assert pointed["clusters"][0]["cluster"] == {
+        "server": "https://127.0.0.1:40123",
+        "certificate-authority-data": "VkNB",
+    }
     assert pointed["current-context"] == "my-vcluster"
     assert pointed["contexts"][0] == {"name": "my-vcluster", "context": {"cluster": "Default", "user": "Default"}}
     assert exported["current-context"] == "Default"  # the input is left alone
@@ -390,7 +395,15 @@ def test_kind_provider_keeps_the_cluster_with_keep_cluster(on_fake_path, tmp_pat
     world.set_state(clusters=["datalab-playbooks-e2e"])  # kept by an earlier run
     run_root = tmp_path / "pytest-8"
     admin = provider.kind_cluster(FakeTmpPathFactory(run_root / "popen-gw0"), "gw0", keep=True)
-    assert ["kind", "export", "kubeconfig", "--name", "datalab-playbooks-e2e", "--kubeconfig", str(admin)] in world.argvs()
+    assert [
+        "kind",
+        "export",
+        "kubeconfig",
+        "--name",
+        "datalab-playbooks-e2e",
+        "--kubeconfig",
+        str(admin),
+    ] in world.argvs()
     world.forget_calls()
     provider.release_kind_cluster(FakeConfig(run_root))
     assert world.argvs() == []
@@ -433,7 +446,12 @@ def test_token_kubeconfig_keeps_the_admin_server_and_ca(tmp_path):
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "kind-x", "cluster": {"server": "https://127.0.0.1:39211", "certificate-authority-data": "Q0E="}}],
+                "clusters": [
+                    {
+                        "name": "kind-x",
+                        "cluster": {"server": "https://127.0.0.1:39211", "certificate-authority-data": "Q0E="},
+                    }
+                ],
                 "contexts": [{"name": "kind-x", "context": {"cluster": "kind-x", "user": "kind-x"}}],
                 "current-context": "kind-x",
                 "users": [{"name": "kind-x", "user": {"client-certificate-data": "Qw==", "client-key-data": "Sw=="}}],
@@ -442,7 +460,10 @@ def test_token_kubeconfig_keeps_the_admin_server_and_ca(tmp_path):
     )
     path = provider.token_kubeconfig(admin, tmp_path / "session.kubeconfig", "t0ken", "pb-gw0-abc123")
     config = yaml.safe_load(path.read_text())
-    assert config["clusters"][0]["cluster"] == {"server": "https://127.0.0.1:39211", "certificate-authority-data": "Q0E="}
+    assert config["clusters"][0]["cluster"] == {
+        "server": "https://127.0.0.1:39211",
+        "certificate-authority-data": "Q0E=",
+    }
     assert config["users"] == [{"name": "session", "user": {"token": "t0ken"}}]
     assert config["contexts"][0]["context"]["namespace"] == "pb-gw0-abc123"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

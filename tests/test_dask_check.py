@@ -39,7 +39,16 @@ class Scheduler:
 def start_scheduler(tmp: Path) -> tuple[subprocess.Popen, Scheduler]:
     port, dashboard = free_port(), free_port()
     log = tmp / "scheduler.log"
-    argv = [tool("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", f"127.0.0.1:{dashboard}"]
+    argv = [
+        tool("dask"),
+        "scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dashboard-address",
+        f"127.0.0.1:{dashboard}",
+    ]
     process = start(argv, {**os.environ, **QUIET_ENV}, log, cwd=tmp)
     try:
         wait_until(lambda: tcp_ok("127.0.0.1", port), 60, "dask scheduler", process, log)
@@ -114,7 +123,9 @@ def test_no_scheduler_is_a_clear_failure():
     assert time.monotonic() - started < 15
 
 
-def run_shipped_check(tmp: Path, address: str, timeout: str, pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+def run_shipped_check(
+    tmp: Path, address: str, timeout: str, pythonpath: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess:
     """Run the check exactly as the in-cluster Job does: the ConfigMap's files, not the installed package."""
     package = tmp / "playbooks"
     package.mkdir()
@@ -208,12 +219,21 @@ def versions(client: dict, scheduler: dict, *workers: dict) -> dict:
     }
 
 
-BASE = {"python": "3.11.7.final.0", "dask": "2026.8.0", "distributed": "2026.8.0", "cloudpickle": "3.1.1", "msgpack": "1.1.0", "numpy": "2.4.6"}
+BASE = {
+    "python": "3.11.7.final.0",
+    "dask": "2026.8.0",
+    "distributed": "2026.8.0",
+    "cloudpickle": "3.1.1",
+    "msgpack": "1.1.0",
+    "numpy": "2.4.6",
+}
 
 
 def test_python_minor_skew_fails_but_micro_and_numpy_skew_are_only_shown():
     minor = versions(BASE, {**BASE, "python": "3.12.3.final.0"}, {**BASE, "python": "3.12.3.final.0"})
-    assert version_problem(minor).startswith("version mismatch: python client 3.11.7, scheduler 3.12.3, workers 3.12.3:")
+    assert version_problem(minor).startswith(
+        "version mismatch: python client 3.11.7, scheduler 3.12.3, workers 3.12.3:"
+    )
     micro = versions(BASE, {**BASE, "python": "3.11.9.final.0"}, {**BASE, "numpy": "2.3.0"}, BASE)
     assert version_problem(micro) is None
     summary = version_summary(micro)
@@ -222,7 +242,9 @@ def test_python_minor_skew_fails_but_micro_and_numpy_skew_are_only_shown():
 
 
 def test_report_survives_the_trip_through_logs():
-    report = Report("dask", [Step("connect", True, 0.5, "tcp://x:8786"), Step("workers", False, 3.0, "no worker joined")])
+    report = Report(
+        "dask", [Step("connect", True, 0.5, "tcp://x:8786"), Step("workers", False, 3.0, "no worker joined")]
+    )
     logs = f"2026-11-26 INFO something\n{encode_report(report)}\ntrailing noise\n"
     assert decode_report(logs) == report
     assert decode_report("Traceback (most recent call last):\nOOM\n") is None

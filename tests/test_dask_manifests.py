@@ -49,15 +49,31 @@ RESOURCE_SETTINGS = [
     {},
     {"cpu": "1500m", "memory": "1Gi"},
     {"cpu": "2", "memory": "4Gi", "workers": 0},
-    {"overrides": {"dask": {"worker_resources": {"limits": {"cpu": "250m", "memory": "256Mi"}, "requests": {}}}}, "workers": 50},
-    {"overrides": {"dask": {"scheduler_resources": {"limits": {"cpu": "1", "memory": "1Gi"}}, "image": "daskdev/dask:2026.8.0-py3.12"}}},
+    {
+        "overrides": {"dask": {"worker_resources": {"limits": {"cpu": "250m", "memory": "256Mi"}, "requests": {}}}},
+        "workers": 50,
+    },
+    {
+        "overrides": {
+            "dask": {
+                "scheduler_resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                "image": "daskdev/dask:2026.8.0-py3.12",
+            }
+        }
+    },
 ]
 
 
 @pytest.mark.parametrize("mode", ["namespace", "vcluster"])
-@pytest.mark.parametrize("setting", RESOURCE_SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items() if k != "overrides") or "defaults")
+@pytest.mark.parametrize(
+    "setting",
+    RESOURCE_SETTINGS,
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items() if k != "overrides") or "defaults",
+)
 def test_manifests_validate_strictly(mode, setting):
-    plan = plan_for(mode, setting.get("overrides"), setting.get("workers", 2), setting.get("cpu"), setting.get("memory"))
+    plan = plan_for(
+        mode, setting.get("overrides"), setting.get("workers", 2), setting.get("cpu"), setting.get("memory")
+    )
     validate_all(plan.docs)
     assert plan.deployments == ["dask-scheduler", "dask-worker"]
 
@@ -89,7 +105,10 @@ def test_objects_carry_labels_and_each_selector_picks_only_its_pods():
 def test_service_ports_and_probes():
     plan = plan_for()
     service = docs_by_name(plan.docs)["Service/dask-scheduler"]
-    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {("tcp", 8786, "tcp"), ("http", 8787, "http")}
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        ("tcp", 8786, "tcp"),
+        ("http", 8787, "http"),
+    }
     scheduler, worker = (container(d) for d in deployments(plan))
     scheduler_ports = {p["name"]: p["containerPort"] for p in scheduler["ports"]}
     assert scheduler_ports == {"tcp": 8786, "http": 8787}
@@ -160,7 +179,11 @@ def test_worker_count_and_update_strategy():
 @pytest.mark.parametrize("mode", ["namespace", "vcluster"])
 def test_pods_are_restricted_quiet_and_without_tokens(mode):
     pods = [d["spec"]["template"]["spec"] for d in deployments(plan_for(mode))]
-    pods += [d["spec"]["template"]["spec"] for d in dask.smoke_job_docs(context(), target(mode), "dask", 60.0) if d["kind"] == "Job"]
+    pods += [
+        d["spec"]["template"]["spec"]
+        for d in dask.smoke_job_docs(context(), target(mode), "dask", 60.0)
+        if d["kind"] == "Job"
+    ]
     for pod in pods:
         assert pod["automountServiceAccountToken"] is False
         assert pod["enableServiceLinks"] is False
@@ -202,8 +225,15 @@ def pod_limits(docs):
 
 
 def mlflow_docs():
-    s3 = S3Settings(access_key="AKIAEXAMPLEKEY", secret_key="example-secret-value", endpoint_url="http://minio:9000", region="eu-west-1")
-    return mlflow_service.build_plan(context(), target("namespace"), s3, "ws-frank", "--bucket", "mlflow", "mlflow").docs
+    s3 = S3Settings(
+        access_key="AKIAEXAMPLEKEY",
+        secret_key="example-secret-value",
+        endpoint_url="http://minio:9000",
+        region="eu-west-1",
+    )
+    return mlflow_service.build_plan(
+        context(), target("namespace"), s3, "ws-frank", "--bucket", "mlflow", "mlflow"
+    ).docs
 
 
 def test_defaults_with_mlflow_fit_the_medium_quota():
@@ -293,7 +323,10 @@ def test_smoke_job_deadline_must_leave_time_for_the_pull():
 
 def test_up_keeps_a_scaled_count_unless_told():
     assert dask.choose_workers("5", running=3, configured=2)[0] == 5
-    assert dask.choose_workers(None, running=3, configured=2) == (3, " (kept from the running cluster; pass --workers to change)")
+    assert dask.choose_workers(None, running=3, configured=2) == (
+        3,
+        " (kept from the running cluster; pass --workers to change)",
+    )
     assert dask.choose_workers(None, running=0, configured=2)[0] == 0
     assert dask.choose_workers(None, running=None, configured=2)[0] == 2
 
@@ -325,22 +358,69 @@ JOB = {"kind": "Job", "metadata": {"name": "dask-smoke"}, "status": {}}
 
 
 def pod(phase, state):
-    return {"kind": "Pod", "metadata": {"name": "dask-smoke-x1"}, "status": {"phase": phase, "containerStatuses": [{"name": "check", "state": state}]}}
+    return {
+        "kind": "Pod",
+        "metadata": {"name": "dask-smoke-x1"},
+        "status": {"phase": phase, "containerStatuses": [{"name": "check", "state": state}]},
+    }
 
 
 @pytest.mark.parametrize(
     ("items", "expected"),
     [
         ([JOB], (False, False, "no pod yet")),
-        ([JOB, pod("Pending", {"waiting": {"reason": "ImagePullBackOff"}})], (False, False, "dask-smoke-x1 Pending (ImagePullBackOff)")),
-        ([{**JOB, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}, pod("Succeeded", {"terminated": {"reason": "Completed", "exitCode": 0}})], (True, True, "Complete; dask-smoke-x1 Succeeded (Completed, exit code 0)")),
         (
-            [{**JOB, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}},
-             pod("Failed", {"terminated": {"reason": "OOMKilled", "exitCode": 137}})],
-            (True, False, "BackoffLimitExceeded: Job has reached the specified backoff limit; dask-smoke-x1 Failed (OOMKilled, exit code 137)"),
+            [JOB, pod("Pending", {"waiting": {"reason": "ImagePullBackOff"}})],
+            (False, False, "dask-smoke-x1 Pending (ImagePullBackOff)"),
         ),
-        ([{**JOB, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}}],
-         (True, False, "DeadlineExceeded: Job was active longer than specified deadline")),
+        (
+            [
+                {**JOB, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+                pod("Succeeded", {"terminated": {"reason": "Completed", "exitCode": 0}}),
+            ],
+            (True, True, "Complete; dask-smoke-x1 Succeeded (Completed, exit code 0)"),
+        ),
+        (
+            [
+                {
+                    **JOB,
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "Failed",
+                                "status": "True",
+                                "reason": "BackoffLimitExceeded",
+                                "message": "Job has reached the specified backoff limit",
+                            }
+                        ]
+                    },
+                },
+                pod("Failed", {"terminated": {"reason": "OOMKilled", "exitCode": 137}}),
+            ],
+            (
+                True,
+                False,
+                "BackoffLimitExceeded: Job has reached the specified backoff limit; dask-smoke-x1 Failed (OOMKilled, exit code 137)",
+            ),
+        ),
+        (
+            [
+                {
+                    **JOB,
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "Failed",
+                                "status": "True",
+                                "reason": "DeadlineExceeded",
+                                "message": "Job was active longer than specified deadline",
+                            }
+                        ]
+                    },
+                }
+            ],
+            (True, False, "DeadlineExceeded: Job was active longer than specified deadline"),
+        ),
         ([{**JOB, "metadata": {"name": "other-smoke"}}], (False, False, "job dask-smoke not found")),
     ],
 )
@@ -349,7 +429,21 @@ def test_job_progress(items, expected):
 
 
 def test_unschedulable_pod_says_why():
-    unschedulable = {"kind": "Pod", "metadata": {"name": "p"}, "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient memory."}]}}
+    unschedulable = {
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient memory.",
+                }
+            ],
+        },
+    }
     assert pod_state(unschedulable) == "p unschedulable (0/1 nodes are available: 1 Insufficient memory.)"
 
 

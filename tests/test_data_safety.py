@@ -12,7 +12,11 @@ from tests.conftest import QUIET_ENV
 from tests.test_secret_scan import Runner, kill_leftovers, processes_under, state
 
 pytestmark = pytest.mark.slow
-CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 @pytest.fixture
@@ -123,7 +127,10 @@ def test_root_down_and_up_keep_the_run_with_artifacts_in_s3(workdir, s3_server):
     assert not processes_under(workdir), "down stops every service"
     again = tracking_uri(run("up"))
     assert_run_kept(again, run_id, token)
-    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix="mlflow/").get("Contents", [])]
+    keys = [
+        o["Key"]
+        for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix="mlflow/").get("Contents", [])
+    ]
     assert any(key.endswith(f"{run_id}/artifacts/notes/kept.txt") for key in keys), keys
 
     purge = run("down", "--purge")

@@ -34,7 +34,9 @@ class FakeKubectl:
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
 
     def plan(self, upstream: dict[str, int], drops: list, items: list[dict]) -> None:
-        (self.folder / "plan.json").write_text(json.dumps({"upstream": upstream, "drops": drops, "get": {"kind": "List", "items": items}}))
+        (self.folder / "plan.json").write_text(
+            json.dumps({"upstream": upstream, "drops": drops, "get": {"kind": "List", "items": items}})
+        )
 
     def forwards(self) -> list[str]:
         log = self.folder / "forwards.log"
@@ -72,7 +74,9 @@ def mlflow_smoke(fake, server, drops: list, monkeypatch, s3_server):
     return mlflow.smoke_reports(c, found, kubectl_for(c, found), "mlflow")
 
 
-def test_a_forward_dropped_mid_check_is_retried_once_and_the_check_passes(fake, mlflow_server, s3_server, monkeypatch, capsys):
+def test_a_forward_dropped_mid_check_is_retried_once_and_the_check_passes(
+    fake, mlflow_server, s3_server, monkeypatch, capsys
+):
     [report] = mlflow_smoke(fake, mlflow_server, [3], monkeypatch, s3_server)
     out = capsys.readouterr().out
     assert report.ok, out
@@ -82,7 +86,9 @@ def test_a_forward_dropped_mid_check_is_retried_once_and_the_check_passes(fake, 
     assert "ok   artifact in bucket" in out, "the second attempt runs the whole check"
 
 
-def test_a_forward_that_drops_twice_fails_the_report_with_kubectls_reason(fake, mlflow_server, s3_server, monkeypatch, capsys):
+def test_a_forward_that_drops_twice_fails_the_report_with_kubectls_reason(
+    fake, mlflow_server, s3_server, monkeypatch, capsys
+):
     [report] = mlflow_smoke(fake, mlflow_server, [3, 3], monkeypatch, s3_server)
     out = capsys.readouterr().out
     assert not report.ok
@@ -91,7 +97,9 @@ def test_a_forward_that_drops_twice_fails_the_report_with_kubectls_reason(fake, 
     assert "mlflow: FAIL" in out and f"dropped: {LOST}" in report.render()
 
 
-def test_a_check_that_fails_through_a_healthy_forward_is_not_retried(fake, strict_mlflow_server, s3_server, monkeypatch, capsys):
+def test_a_check_that_fails_through_a_healthy_forward_is_not_retried(
+    fake, strict_mlflow_server, s3_server, monkeypatch, capsys
+):
     [report] = mlflow_smoke(fake, strict_mlflow_server, [], monkeypatch, s3_server)
     assert not report.ok
     assert "Invalid Host header" in report.failure, report.failure
@@ -101,7 +109,9 @@ def test_a_check_that_fails_through_a_healthy_forward_is_not_retried(fake, stric
 
 def test_dask_check_gets_the_same_retry(fake, dask_cluster, capsys):
     labels = {"app.kubernetes.io/name": "dask", "app.kubernetes.io/instance": "dask"}
-    items = [deployment(f"dask-{part}", {**labels, "app.kubernetes.io/component": part}) for part in ("scheduler", "worker")]
+    items = [
+        deployment(f"dask-{part}", {**labels, "app.kubernetes.io/component": part}) for part in ("scheduler", "worker")
+    ]
     fake.plan({"dask-scheduler": port(dask_cluster.address)}, [4], items)
     c = fake.context()
     found = target("namespace")

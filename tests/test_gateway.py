@@ -46,7 +46,18 @@ VALUES = str(manifests_dir() / "gateway" / "values.yaml")
 NS = "ws-frank-s1"
 HELM_FLAGS = ["--kubeconfig", "/dev/null", "--kube-context", "ctx", "--namespace", NS]
 KUBECTL_FLAGS = ["--kubeconfig", "/dev/null", "--context", "ctx", "--namespace", NS]
-LIST = ["list", "-o", "json", "--filter", "^dask-gateway$", "--deployed", "--failed", "--pending", "--uninstalling", "--superseded"]
+LIST = [
+    "list",
+    "-o",
+    "json",
+    "--filter",
+    "^dask-gateway$",
+    "--deployed",
+    "--failed",
+    "--pending",
+    "--uninstalling",
+    "--superseded",
+]
 TMP_VALUES = re.compile(r"^.+/playbooks-helm-[^/]+/overrides\.yaml$")
 DEPLOYED = {"name": "dask-gateway", "status": "deployed", "chart": "dask-gateway-2026.3.0", "revision": "3"}
 KNOWN_PASSWORD = "kn0wn-Gateway-pa55word-for-the-tests"
@@ -87,13 +98,24 @@ def test_cluster_pods_get_the_restricted_security_context_and_resources():
         pod = backend[role]["extraPodConfig"]["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
         container = backend[role]["extraContainerConfig"]["securityContext"]
-        assert container == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+        assert container == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        }
         assert backend[role]["memory"]["limit"]
     assert backend["worker"]["threads"] == 1
 
 
 def test_overrides_follow_configuration():
-    changed = extra({"gateway": {"worker": {"memory": {"request": "2G", "limit": "2G"}}, "traefik_image": "mirror.local/traefik:3.3.5"}})
+    changed = extra(
+        {
+            "gateway": {
+                "worker": {"memory": {"request": "2G", "limit": "2G"}},
+                "traefik_image": "mirror.local/traefik:3.3.5",
+            }
+        }
+    )
     assert changed["gateway"]["backend"]["worker"]["memory"] == {"request": "2G", "limit": "2G"}
     assert changed["traefik"]["image"] == {"name": "mirror.local/traefik", "tag": "3.3.5", "pullPolicy": "IfNotPresent"}
 
@@ -136,8 +158,13 @@ def test_password_secret_is_labelled_valid_and_redacted():
 
 
 def test_redact_values_hides_secret_keys_at_any_depth():
-    shown = redact_values({"gateway": {"auth": {"simple": {"password": "x"}, "jupyterhub": {"apiToken": None}}}, "a": [{"token": "t"}]})
-    assert shown == {"gateway": {"auth": {"simple": {"password": REDACTED}, "jupyterhub": {"apiToken": None}}}, "a": [{"token": REDACTED}]}
+    shown = redact_values(
+        {"gateway": {"auth": {"simple": {"password": "x"}, "jupyterhub": {"apiToken": None}}}, "a": [{"token": "t"}]}
+    )
+    assert shown == {
+        "gateway": {"auth": {"simple": {"password": REDACTED}, "jupyterhub": {"apiToken": None}}},
+        "a": [{"token": REDACTED}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -201,7 +228,15 @@ def test_upgrade_and_uninstall_argv_exactly():
         "helm", "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
         "--values", VALUES, "--values", "/tmp/x/overrides.yaml", "--wait", "--timeout", "600s", *HELM_FLAGS,
     ]  # fmt: skip
-    assert helm.argv(*helm.uninstall_argv("dask-gateway", 120)) == ["helm", "uninstall", "dask-gateway", "--wait", "--timeout", "120s", *HELM_FLAGS]
+    assert helm.argv(*helm.uninstall_argv("dask-gateway", 120)) == [
+        "helm",
+        "uninstall",
+        "dask-gateway",
+        "--wait",
+        "--timeout",
+        "120s",
+        *HELM_FLAGS,
+    ]
     assert helm.argv("repo", "list", cluster=False) == ["helm", "repo", "list"]
 
 
@@ -215,7 +250,12 @@ def test_values_file_is_private_and_removed():
 
 @pytest.mark.parametrize(
     ("text", "version"),
-    [("v3.19.0+g3d8990f", (3, 19, 0)), ("v4.1.4+g05fa379", (4, 1, 4)), ("Client: v2.16.12+g47f0b88", (2, 16, 12)), ("", None)],
+    [
+        ("v3.19.0+g3d8990f", (3, 19, 0)),
+        ("v4.1.4+g05fa379", (4, 1, 4)),
+        ("Client: v2.16.12+g47f0b88", (2, 16, 12)),
+        ("", None),
+    ],
 )
 def test_parse_version(text, version):
     assert parse_version(text) == version
@@ -330,11 +370,14 @@ def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, 
     assert "secretKeyRef" in helm_calls[6]["files"][temp]["text"]
     # The Secret, then the CRDs (left over from an earlier install, helm would keep them
     # old), went in by server-side apply before helm ran.
-    applies = [c for c in fakes.calls("kubectl") if c["argv"][len(KUBECTL_FLAGS):][:1] == ["apply"]]
+    applies = [c for c in fakes.calls("kubectl") if c["argv"][len(KUBECTL_FLAGS) :][:1] == ["apply"]]
     assert [a["argv"] for a in applies] == [
         [*KUBECTL_FLAGS, "apply", "--server-side", "--field-manager=datalab-playbooks", "--force-conflicts", "-f", "-"]
     ] * 2
-    assert "kind: Secret" in applies[0]["stdin"] and "app.kubernetes.io/managed-by: datalab-playbooks" in applies[0]["stdin"]
+    assert (
+        "kind: Secret" in applies[0]["stdin"]
+        and "app.kubernetes.io/managed-by: datalab-playbooks" in applies[0]["stdin"]
+    )
     assert "kind: CustomResourceDefinition" in applies[1]["stdin"]
     assert applies[1]["time"] < helm_calls[6]["time"]
     password = fakes.read_state()["secret"]
@@ -350,7 +393,9 @@ def test_upgrade_applies_the_crds_server_side_before_helm_upgrade(fakes, in_mode
     fakes.state(repos={"dask": "https://helm.dask.org/"}, release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
     gateway.up(fakes.context())
     calls = fakes.calls()
-    order = [(c["tool"], c["argv"][len(KUBECTL_FLAGS):][:1] if c["tool"] == "kubectl" else c["argv"][0]) for c in calls]
+    order = [
+        (c["tool"], c["argv"][len(KUBECTL_FLAGS) :][:1] if c["tool"] == "kubectl" else c["argv"][0]) for c in calls
+    ]
     assert [a for a in (c["argv"] for c in calls if c["tool"] == "helm")][:6] == [
         ["version", "--short"],
         ["repo", "list", "-o", "json"],
@@ -359,7 +404,9 @@ def test_upgrade_applies_the_crds_server_side_before_helm_upgrade(fakes, in_mode
         ["get", "values", "dask-gateway", "-o", "json", *HELM_FLAGS],
         ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
     ]
-    crd_apply = next(i for i, c in enumerate(calls) if c["tool"] == "kubectl" and "CustomResourceDefinition" in (c["stdin"] or ""))
+    crd_apply = next(
+        i for i, c in enumerate(calls) if c["tool"] == "kubectl" and "CustomResourceDefinition" in (c["stdin"] or "")
+    )
     upgrade = next(i for i, c in enumerate(calls) if c["tool"] == "helm" and c["argv"][0] == "upgrade")
     assert crd_apply < upgrade, order
     assert "--server-side" in calls[crd_apply]["argv"] and "--force-conflicts" in calls[crd_apply]["argv"]
@@ -385,7 +432,9 @@ def history(fakes, monkeypatch):
 def test_unchanged_release_is_not_upgraded(fakes, in_mode, history, capsys):
     in_mode("vcluster")
     deployed = merge_values(gateway.file_values(), extra())
-    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=deployed, secret=KNOWN_PASSWORD, diff_exit=0)
+    fakes.state(
+        repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=deployed, secret=KNOWN_PASSWORD, diff_exit=0
+    )
     gateway.up(fakes.context())
     assert not any(a[0] in ("upgrade", "show") for a in fakes.argvs("helm"))
     assert "no change" in capsys.readouterr().out
@@ -408,7 +457,16 @@ def test_local_chart_directory_needs_no_repository(fakes, in_mode, tmp_path):
     assert not any(a[0] in ("repo", "search") for a in argvs)
     assert ["show", "crds", str(chart)] in argvs
     upgrade = next(a for a in argvs if a[0] == "upgrade")
-    assert upgrade[:8] == ["upgrade", "--install", "dask-gateway", str(chart), "--values", VALUES, "--values", upgrade[7]]
+    assert upgrade[:8] == [
+        "upgrade",
+        "--install",
+        "dask-gateway",
+        str(chart),
+        "--values",
+        VALUES,
+        "--values",
+        upgrade[7],
+    ]
     description = f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
     assert upgrade[8:] == ["--wait", "--timeout", "300s", "--description", description, *HELM_FLAGS]
 
@@ -430,7 +488,10 @@ def test_local_chart_is_left_alone_until_a_file_changes(fakes, in_mode, history,
     assert len(upgrades()) == 1 and sum(a[0] == "show" for a in fakes.argvs("helm")) == 1
     digest = chart_digest(chart)
     out = capsys.readouterr().out
-    assert f"release dask-gateway-2026.3.0 already deployed from the same chart files (sha256:{digest[:12]}…) with these values; no change" in out
+    assert (
+        f"release dask-gateway-2026.3.0 already deployed from the same chart files (sha256:{digest[:12]}…) with these values; no change"
+        in out
+    )
 
     (chart / "templates" / "a.yaml").write_text("kind: Secret\n")
     gateway.up(fakes.context(), chart=str(chart))
@@ -444,7 +505,9 @@ def test_switching_between_a_local_chart_and_the_repository_chart_upgrades(fakes
     in_mode("vcluster")
     chart = small_chart(tmp_path)
     values = merge_values(gateway.file_values(), extra())
-    local_description = f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+    local_description = (
+        f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+    )
     fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=values, secret=KNOWN_PASSWORD,
                 description=local_description)  # fmt: skip
     gateway.up(fakes.context())
@@ -459,11 +522,19 @@ def test_switching_between_a_local_chart_and_the_repository_chart_upgrades(fakes
 def test_last_description_reads_the_latest_revision(tmp_path):
     script = tmp_path / "helm"
     revisions = [{"revision": 2, "description": "Upgrade complete"}, {"revision": 10, "description": "latest"}]
-    script.write_text(f"#!/bin/sh\necho {shlex.quote(json.dumps(revisions))}\necho \"$@\" > {tmp_path}/argv\n")
+    script.write_text(f'#!/bin/sh\necho {shlex.quote(json.dumps(revisions))}\necho "$@" > {tmp_path}/argv\n')
     script.chmod(0o755)
     helm = Helm(target("vcluster"), binary=str(script))
     assert gateway.last_description(helm, "dask-gateway") == "latest"
-    assert (tmp_path / "argv").read_text().split() == ["history", "dask-gateway", "--max", "1", "-o", "json", *HELM_FLAGS]
+    assert (tmp_path / "argv").read_text().split() == [
+        "history",
+        "dask-gateway",
+        "--max",
+        "1",
+        "-o",
+        "json",
+        *HELM_FLAGS,
+    ]
     assert gateway.recorded_digest("latest") is None
     assert gateway.recorded_digest(f"datalab-playbooks: local chart x 1.0, chart files sha256:{'ab' * 32}") == "ab" * 32
 
@@ -581,7 +652,9 @@ def test_chart_digest_counts_contents_names_and_loaded_files_only(tmp_path):
 def test_unreadable_chart_is_one_line(tmp_path):
     chart = small_chart(tmp_path)
     (chart / "templates" / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
-    with pytest.raises(gateway.PlaybookError, match=r"cannot read the chart .+: No such file or directory \(.+gone\.yaml\)"):
+    with pytest.raises(
+        gateway.PlaybookError, match=r"cannot read the chart .+: No such file or directory \(.+gone\.yaml\)"
+    ):
         gateway.local_digest(gateway.chart_source(str(chart), cfg()))
 
 
@@ -621,7 +694,7 @@ def test_dry_run_prints_argv_and_values_and_changes_nothing(fakes, in_mode, caps
     assert KNOWN_PASSWORD not in out and base64.b64encode(KNOWN_PASSWORD.encode()).decode() not in out
     assert "password: <redacted>" in out  # the Secret, as kubectl would apply it
     writes = [a for a in fakes.argvs("helm") if a[0] in ("upgrade", "uninstall") or a[:2] == ["repo", "add"]]
-    writes += [a for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS):][:1] in (["apply"], ["delete"], ["diff"])]
+    writes += [a for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS) :][:1] in (["apply"], ["delete"], ["diff"])]
     assert writes == []
     assert KNOWN_PASSWORD not in json.dumps(fakes.argvs("helm") + fakes.argvs("kubectl"))
 
@@ -634,7 +707,10 @@ def test_failed_install_prints_evidence_and_one_line(fakes, in_mode, capsys):
     message = str(error.value.message)
     assert "context deadline exceeded" in message and "see the evidence above" in message and "\n" not in message
     out = capsys.readouterr().out
-    assert "--- pods: kubectl get pods -l app.kubernetes.io/name=dask-gateway,app.kubernetes.io/instance=dask-gateway" in out
+    assert (
+        "--- pods: kubectl get pods -l app.kubernetes.io/name=dask-gateway,app.kubernetes.io/instance=dask-gateway"
+        in out
+    )
 
 
 def test_progress_is_shown_while_helm_waits(fakes, in_mode, capsys):
@@ -648,7 +724,9 @@ def test_progress_is_shown_while_helm_waits(fakes, in_mode, capsys):
 def test_old_or_missing_helm_is_refused_before_any_write(fakes, in_mode):
     in_mode("vcluster")
     fakes.state(helm_version="v3.7.2+g663a896")
-    with pytest.raises(Exit, match=r"helm 3\.7\.2 \(\S+fake-helm\) is too old: install helm 3\.8 or newer, or set tools\.helm"):
+    with pytest.raises(
+        Exit, match=r"helm 3\.7\.2 \(\S+fake-helm\) is too old: install helm 3\.8 or newer, or set tools\.helm"
+    ):
         gateway.up(fakes.context())
     assert fakes.argvs("helm") == [["version", "--short"]]
     assert fakes.argvs("kubectl") == [["version", "--client", "-o", "json"]]
@@ -677,7 +755,7 @@ def test_down_uninstalls_and_removes_the_secret_but_keeps_crds(fakes, in_mode, c
     fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD, crds=["daskclusters.gateway.dask.org"])
     gateway.down(fakes.context())
     assert [*gateway.Helm(target("vcluster")).uninstall_argv("dask-gateway", 600), *HELM_FLAGS] in fakes.argvs("helm")
-    deletes = [a[len(KUBECTL_FLAGS):] for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS)] == "delete"]
+    deletes = [a[len(KUBECTL_FLAGS) :] for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS)] == "delete"]
     assert deletes[0][:4] == ["delete", "daskclusters.gateway.dask.org", "-l", "gateway.dask.org/instance=dask-gateway"]
     assert deletes[1][:2] == ["delete", "secret/dask-gateway-password"]
     assert not any("customresourcedefinition" in " ".join(d) for d in deletes)
@@ -689,7 +767,7 @@ def test_down_purge_deletes_the_chart_crds(fakes, in_mode):
     fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, secret=KNOWN_PASSWORD,
                 crds=["daskclusters.gateway.dask.org", "ingressroutes.traefik.io"])  # fmt: skip
     gateway.down(fakes.context(), purge=True)
-    last = fakes.argvs("kubectl")[-1][len(KUBECTL_FLAGS):]
+    last = fakes.argvs("kubectl")[-1][len(KUBECTL_FLAGS) :]
     assert last[:4] == [
         "delete",
         "secret/dask-gateway-password",
@@ -716,7 +794,9 @@ def test_status_prints_the_password_only_when_asked(fakes, in_mode, capsys):
 async def _clusters(address: str, proxy: str) -> list:
     from dask_gateway import BasicAuth, Gateway
 
-    async with Gateway(address, proxy_address=proxy, auth=BasicAuth("datalab-smoke", KNOWN_PASSWORD), asynchronous=True) as gw:
+    async with Gateway(
+        address, proxy_address=proxy, auth=BasicAuth("datalab-smoke", KNOWN_PASSWORD), asynchronous=True
+    ) as gw:
         return await gw.list_clusters()
 
 
@@ -735,7 +815,9 @@ def _leftover_pids(folder: Path) -> list[int]:
 
 def start_gateway(folder: Path, password: str | None):
     """A real dask-gateway-server: local-process backend, simple auth, every port on 127.0.0.1."""
-    pytest.importorskip("dask_gateway_server", reason="dask-gateway-server[local]==2026.3.0 (test extra) is not installed")
+    pytest.importorskip(
+        "dask_gateway_server", reason="dask-gateway-server[local]==2026.3.0 (test extra) is not installed"
+    )
     port = free_port()
     clusters = folder / "clusters"
     clusters.mkdir()
@@ -813,9 +895,12 @@ def test_smoke_task_reaches_traefik_through_a_port_forward(gateway_server, fakes
     fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD, forward_port=int(address.rpartition(":")[2]))
     gateway.smoke(fakes.context())
     out = capsys.readouterr().out
-    assert f"dask-gateway: checking http://127.0.0.1:{address.rpartition(':')[2]} via port-forward to service/traefik-dask-gateway" in out
+    assert (
+        f"dask-gateway: checking http://127.0.0.1:{address.rpartition(':')[2]} via port-forward to service/traefik-dask-gateway"
+        in out
+    )
     assert "dask-gateway: PASS" in out and KNOWN_PASSWORD not in out
-    forwards = [a[len(KUBECTL_FLAGS):] for a in fakes.argvs("kubectl") if "port-forward" in a]
+    forwards = [a[len(KUBECTL_FLAGS) :] for a in fakes.argvs("kubectl") if "port-forward" in a]
     assert forwards == [["port-forward", "--address", "127.0.0.1", "service/traefik-dask-gateway", ":80"]]
     kubectl = playbooks.deploy.kubectl_for(fakes.context(), found)
     assert SMOKE_CHECKS["gateway"] is gateway.smoke_reports
@@ -864,7 +949,9 @@ def test_versions_line_names_each_side_and_the_skew():
         "(dask[distributed]==2026.3.0 on Python 3.13)"
     )
     same = {"client": side_versions("2026.3.0", "3.13.2"), "scheduler": image, "workers": {"w": image}}
-    assert versions_line(same).endswith("1 worker distributed 2026.3.0, dask 2026.3.0, python 3.13.12: the same release everywhere")
+    assert versions_line(same).endswith(
+        "1 worker distributed 2026.3.0, dask 2026.3.0, python 3.13.12: the same release everywhere"
+    )
     odd = {"client": image, "scheduler": image, "workers": {"a": image, "b": side_versions("2026.2.0", "3.13.12")}}
     assert "2 workers distributed 2026.2.0/2026.3.0, dask 2026.2.0/2026.3.0" in versions_line(odd)
     assert "\n" not in versions_line(skewed)

@@ -53,7 +53,9 @@ def wait_gone(pid: int, seconds: float = 10) -> None:
 
 
 def pids(workdir: Path) -> dict[str, int]:
-    return {path.stem: json.loads(path.read_text())["pid"] for path in (workdir / ".playbooks/local/dask").glob("*.json")}
+    return {
+        path.stem: json.loads(path.read_text())["pid"] for path in (workdir / ".playbooks/local/dask").glob("*.json")
+    }
 
 
 def assert_nothing_left(workdir: Path, records: list[dict], service: str) -> None:

@@ -121,7 +121,9 @@ def test_port_already_taken_is_one_line(workdir):
         port = sock.getsockname()[1]
         result = run(workdir, "storage.up", "--port", str(port))
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: port {port} is already taken on 127.0.0.1: pick another port or leave it out"
+    assert (
+        result.stderr.strip() == f"error: port {port} is already taken on 127.0.0.1: pick another port or leave it out"
+    )
     assert not (workdir / ".playbooks/local/storage/storage.json").exists()
 
 

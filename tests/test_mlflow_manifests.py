@@ -10,7 +10,9 @@ from playbooks.s3 import S3Settings
 from playbooks.services.mlflow import allowed_hosts, build_plan
 from tests.manifests import FakeContext, config, target, validate_all
 
-S3 = S3Settings(access_key="AKIAEXAMPLEKEY", secret_key="example-secret-value", endpoint_url="http://minio:9000", region="eu-west-1")
+S3 = S3Settings(
+    access_key="AKIAEXAMPLEKEY", secret_key="example-secret-value", endpoint_url="http://minio:9000", region="eu-west-1"
+)
 
 
 def plan_for(mode, overrides=None, name="mlflow", prefix="mlflow"):
@@ -79,7 +81,12 @@ def test_secret_holds_credentials_and_redaction_hides_them():
     secret = by_kind(docs)["Secret"]
     assert base64.b64decode(secret["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == S3.secret_key
     shown = to_yaml(redacted(docs))
-    for value in (S3.secret_key, S3.access_key, secret["data"]["AWS_SECRET_ACCESS_KEY"], secret["data"]["AWS_ACCESS_KEY_ID"]):
+    for value in (
+        S3.secret_key,
+        S3.access_key,
+        secret["data"]["AWS_SECRET_ACCESS_KEY"],
+        secret["data"]["AWS_ACCESS_KEY_ID"],
+    ):
         assert value not in shown
 
 
@@ -106,7 +113,9 @@ def test_storage_class_is_left_out_unless_set():
 
 def test_a_changed_input_rolls_the_pod_and_the_same_input_does_not():
     def digest(docs):
-        return by_kind(docs)["Deployment"]["spec"]["template"]["metadata"]["annotations"]["datalab-playbooks/config-hash"]
+        return by_kind(docs)["Deployment"]["spec"]["template"]["metadata"]["annotations"][
+            "datalab-playbooks/config-hash"
+        ]
 
     assert digest(plan_for("namespace").docs) == digest(plan_for("namespace").docs)
     assert digest(plan_for("namespace").docs) != digest(plan_for("namespace", prefix="other").docs)
@@ -123,7 +132,9 @@ def test_job_execution_is_off_unless_set_and_a_change_rolls_the_pod():
     def server(docs):
         deployment = by_kind(docs)["Deployment"]
         env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-        return env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"], deployment["spec"]["template"]["metadata"]["annotations"]["datalab-playbooks/config-hash"]
+        return env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"], deployment["spec"]["template"]["metadata"]["annotations"][
+            "datalab-playbooks/config-hash"
+        ]
 
     off, off_hash = server(plan_for("namespace").docs)
     on, on_hash = server(plan_for("namespace", {"mlflow": {"job_execution": True}}).docs)
@@ -136,7 +147,10 @@ def test_job_execution_is_off_unless_set_and_a_change_rolls_the_pod():
 
 @pytest.mark.parametrize("value", ["false", "yes", 1, None])
 def test_job_execution_must_be_true_or_false(value):
-    with pytest.raises(PlaybookError, match=r"^setting mlflow.job_execution is .*, which is not true or false: fix it in invoke.yaml or INVOKE_MLFLOW_JOB_EXECUTION$"):
+    with pytest.raises(
+        PlaybookError,
+        match=r"^setting mlflow.job_execution is .*, which is not true or false: fix it in invoke.yaml or INVOKE_MLFLOW_JOB_EXECUTION$",
+    ):
         plan_for("namespace", {"mlflow": {"job_execution": value}})
 
 

@@ -12,7 +12,13 @@ def test_round_trip_passes_and_artifact_lands_in_bucket(mlflow_server, s3_server
     s3 = s3_from_env(s3_server.env())
     report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
     assert report.ok, report.render()
-    assert [s.name for s in report.steps] == ["import client", "experiment", "log run", "read back", "artifact in bucket"]
+    assert [s.name for s in report.steps] == [
+        "import client",
+        "experiment",
+        "log run",
+        "read back",
+        "artifact in bucket",
+    ]
     where = report.steps[-1].detail
     assert where.startswith(f"s3://{s3_server.bucket}/{mlflow_server.prefix}/") and where.endswith(ARTIFACT)
     key = where.removeprefix(f"s3://{s3_server.bucket}/")

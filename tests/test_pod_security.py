@@ -23,7 +23,9 @@ from tests.conftest import QUIET_ENV
 from tests.manifests import VERSIONS, FakeContext, config, target, validate_all
 
 ROOT = Path(__file__).resolve().parent.parent
-S3 = S3Settings(access_key="AKIAEXAMPLEKEY", secret_key="example-secret-value", endpoint_url="http://minio:9000", region="eu-west-1")
+S3 = S3Settings(
+    access_key="AKIAEXAMPLEKEY", secret_key="example-secret-value", endpoint_url="http://minio:9000", region="eu-west-1"
+)
 CREDS = storage_cluster.generate_credentials()
 
 # Pods that do not meet "restricted", and why. None of the images needs an exception: each
@@ -41,7 +43,16 @@ CHART_POD_EXCEPTIONS = {
 # ---------------------------------------------------------------- the restricted rules (Kubernetes 1.30 docs,
 # "Pod Security Standards": the baseline controls, then the restricted ones)
 
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 SAFE_SYSCTLS = {
     "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
     "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
@@ -139,7 +150,11 @@ def gateway_cluster_pod(values: dict, role: str) -> dict:
             "limits": {"cpu": f"{settings['cores']['limit']:.3f}", "memory": str(settings["memory"]["limit"])},
         },
         "volumeMounts": [{"name": "dask-credentials", "mountPath": "/etc/dask-credentials/", "readOnly": True}],
-        "ports": [{"name": "scheduler", "containerPort": 8786}, {"name": "dashboard", "containerPort": 8787}, {"name": "api", "containerPort": 8788}],
+        "ports": [
+            {"name": "scheduler", "containerPort": 8786},
+            {"name": "dashboard", "containerPort": 8787},
+            {"name": "api", "containerPort": 8788},
+        ],
     }
     container = merge_json_objects(container, settings.get("extraContainerConfig") or {})
     spec = {
@@ -152,7 +167,9 @@ def gateway_cluster_pod(values: dict, role: str) -> dict:
 
 
 def gateway_values(overrides=None) -> dict:
-    return merge_values(gateway.file_values(), gateway.overrides(FakeContext(config(overrides)), "dask-gateway", "a-password"))
+    return merge_values(
+        gateway.file_values(), gateway.overrides(FakeContext(config(overrides)), "dask-gateway", "a-password")
+    )
 
 
 def manifests(overrides=None, mode="namespace") -> list[dict]:
@@ -179,7 +196,16 @@ def pods(overrides=None, mode="namespace") -> dict[str, dict]:
     return found
 
 
-ALL_PODS = ["mlflow", "dask-scheduler", "dask-worker", "dask-smoke", "storage", "storage-bucket", "dask-gateway-scheduler", "dask-gateway-worker"]
+ALL_PODS = [
+    "mlflow",
+    "dask-scheduler",
+    "dask-worker",
+    "dask-smoke",
+    "storage",
+    "storage-bucket",
+    "dask-gateway-scheduler",
+    "dask-gateway-worker",
+]
 
 # Where each program writes, from its image and its configuration (README: Security):
 # temporary files and HOME in /tmp, MLflow's database, MinIO's objects, mc's configuration.
@@ -230,7 +256,9 @@ def test_each_program_writes_only_to_its_volumes(name):
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         paths = [*WRITES[container["name"]], *(env[k] for k in ("HOME", "MC_CONFIG_DIR") if k in env)]
         for path in paths:
-            assert any(path == m or path.startswith(m + "/") for m in writable), f"{container['name']} writes {path}; writable: {writable}"
+            assert any(path == m or path.startswith(m + "/") for m in writable), (
+                f"{container['name']} writes {path}; writable: {writable}"
+            )
 
 
 def test_the_gateway_images_keep_their_home():
@@ -269,10 +297,14 @@ BREAKS = {
     "runAsNonRoot false in a container": lambda s: s["containers"][0]["securityContext"].update(runAsNonRoot=False),
     "runAsNonRoot unset": lambda s: s["securityContext"].pop("runAsNonRoot"),
     "seccomp unset": lambda s: s["securityContext"].pop("seccompProfile"),
-    "seccomp Unconfined in a container": lambda s: s["containers"][0]["securityContext"].update(seccompProfile={"type": "Unconfined"}),
+    "seccomp Unconfined in a container": lambda s: s["containers"][0]["securityContext"].update(
+        seccompProfile={"type": "Unconfined"}
+    ),
     "capabilities kept": lambda s: s["containers"][0]["securityContext"].update(capabilities={"drop": ["NET_RAW"]}),
     "capability added": lambda s: s["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
-    "init container unrestricted": lambda s: s.setdefault("initContainers", []).append({"name": "init", "image": "busybox"}),
+    "init container unrestricted": lambda s: s.setdefault("initContainers", []).append(
+        {"name": "init", "image": "busybox"}
+    ),
     "unsafe sysctl": lambda s: s["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]),
     "procMount": lambda s: s["containers"][0]["securityContext"].update(procMount="Unmasked"),
 }
@@ -336,13 +368,17 @@ def test_no_manifest_file_opens_a_port_on_a_node():
 
 def test_no_service_is_open_without_credentials_by_default():
     docs = manifests()
-    args = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")["spec"]["template"][
+        "spec"
+    ]["containers"][0]["args"]
     hosts = args[args.index("--allowed-hosts") + 1].split(",")
     assert "*" not in hosts and "0.0.0.0" not in hosts
     gw = gateway_values()["gateway"]
     assert gw["auth"]["type"] == "simple" and "datalab-10-password" in gw["extraConfig"]
     assert "raise ValueError" in gw["extraConfig"]["datalab-10-password"]  # an empty password stops the server
-    minio = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "storage")["spec"]["template"]["spec"]["containers"][0]
+    minio = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "storage")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
     env = {e["name"]: e for e in minio["env"]}
     assert env["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "storage-credentials"
     assert storage_cluster.generate_credentials() != CREDS
@@ -383,7 +419,9 @@ def test_network_policy_admits_only_the_namespace_to_the_services_pods():
         assert policy["metadata"]["labels"]["app.kubernetes.io/name"] == service
         spec = policy["spec"]
         assert spec["policyTypes"] == ["Ingress"]
-        assert spec["ingress"] == [{"from": [{"podSelector": {}}]}]  # no namespaceSelector, no ipBlock: this namespace only
+        assert spec["ingress"] == [
+            {"from": [{"podSelector": {}}]}
+        ]  # no namespaceSelector, no ipBlock: this namespace only
         wanted = spec["podSelector"]["matchLabels"]
         for deployment in all_pods:
             labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -410,7 +448,12 @@ def test_optional_template_needs_its_parameter():
 def test_the_flag_is_refused_in_local_mode_before_anything_starts(tmp_path):
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **QUIET_ENV}
     cli = str(Path(sys.executable).parent / "playbooks")
-    result = subprocess.run([cli, "up", "--network-policy"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [cli, "up", "--network-policy"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
-    assert result.stderr == "error: --network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only\n"
+    assert (
+        result.stderr
+        == "error: --network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only\n"
+    )
     assert not (tmp_path / ".playbooks").exists()

@@ -43,12 +43,16 @@ def fake_kubectl(tmp_path: Path, version: str) -> str:
     return str(script)
 
 
-@pytest.mark.parametrize(("version", "too_old"), [("1.20.0", True), ("1.25.9", True), ("1.26.0", False), ("1.35.1", False)])
+@pytest.mark.parametrize(
+    ("version", "too_old"), [("1.20.0", True), ("1.25.9", True), ("1.26.0", False), ("1.35.1", False)]
+)
 def test_kubectl_version_is_checked(tmp_path, version, too_old):
     binary = fake_kubectl(tmp_path, version)
     found = preflight.kubectl_shortfalls(binary, find_command(binary, "install kubectl"))
     if too_old:
-        assert found == [f"kubectl {version} ({binary}) is too old: install kubectl 1.26 or newer, or set tools.kubectl"]
+        assert found == [
+            f"kubectl {version} ({binary}) is too old: install kubectl 1.26 or newer, or set tools.kubectl"
+        ]
     else:
         assert found == []
 

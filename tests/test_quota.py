@@ -45,7 +45,13 @@ def test_every_shortfall_is_named_at_once():
 
 def test_reapplying_what_runs_needs_nothing_more():
     docs = default_docs()
-    full = {"limits.cpu": "1700m", "limits.memory": "1920Mi", "services": "3", "secrets": "1", "persistentvolumeclaims": "1"}
+    full = {
+        "limits.cpu": "1700m",
+        "limits.memory": "1920Mi",
+        "services": "3",
+        "secrets": "1",
+        "persistentvolumeclaims": "1",
+    }
     check([medium(full)], docs, docs, "ws")
 
 
@@ -53,7 +59,13 @@ def test_a_scale_is_checked_as_the_worker_deployment_it_makes():
     """dask.scale: the live worker Deployment with the new count, against the live one."""
     live = next(d for d in default_docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == "dask-worker")
     planned = {**live, "spec": {**live["spec"], "replicas": 4}}
-    full = {"limits.cpu": "1700m", "limits.memory": "1920Mi", "services": "3", "secrets": "1", "persistentvolumeclaims": "1"}
+    full = {
+        "limits.cpu": "1700m",
+        "limits.memory": "1920Mi",
+        "services": "3",
+        "secrets": "1",
+        "persistentvolumeclaims": "1",
+    }
     with pytest.raises(PlaybookError) as error:
         check([medium(full)], [planned], [live], "ws", what="dask.scale 4")
     assert str(error.value).startswith(
@@ -68,5 +80,8 @@ def test_the_in_cluster_smoke_job_fits_beside_the_defaults_and_not_beside_bigger
     job = dask.smoke_job_docs(c, target("namespace"), "dask", 120)
     check([medium({"limits.cpu": "1700m", "limits.memory": "1920Mi"})], job, [], "ws", what="dask.smoke --in-cluster")
     bigger = {"limits.cpu": "1900m", "limits.memory": "1920Mi"}  # workers of 600m
-    with pytest.raises(PlaybookError, match=r"^dask.smoke --in-cluster does not fit the quota of namespace ws: limits.cpu needs 250m more, 100m of 2000m left \(quota medium\); lower"):
+    with pytest.raises(
+        PlaybookError,
+        match=r"^dask.smoke --in-cluster does not fit the quota of namespace ws: limits.cpu needs 250m more, 100m of 2000m left \(quota medium\); lower",
+    ):
         check([medium(bigger)], job, [], "ws", what="dask.smoke --in-cluster")

@@ -53,7 +53,9 @@ class Runner:
         self.results: list[tuple[str, subprocess.CompletedProcess]] = []
 
     def __call__(self, *args: str, ok: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-        result = subprocess.run([CLI, *args], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [CLI, *args], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         self.results.append((" ".join(args), result))
         if ok:
             assert result.returncode == 0, f"playbooks {' '.join(args)}\n{result.stdout}{result.stderr}"
@@ -82,10 +84,22 @@ def test_no_secret_in_argv_output_or_files_of_any_local_task(workdir, s3_server)
     with ArgvScan() as argv:
         run("target", "up", "smoke", "status")  # MLflow on the planted S3 credentials, and Dask
         mlflow_pid = state(workdir, "mlflow")["pid"]
-        assert secrets["AWS_SECRET_ACCESS_KEY"] in environ(mlflow_pid), "the planted secret is in play (in the server's environment)"
+        assert secrets["AWS_SECRET_ACCESS_KEY"] in environ(mlflow_pid), (
+            "the planted secret is in play (in the server's environment)"
+        )
 
         # Its own bucket: with WORKSHOP_NAMESPACE's, mlflow.smoke would look for the artifact in this store.
-        run("storage.up", "--bucket", "scan-store", "storage.status", "storage.logs", "gateway.up", "gateway.status", "gateway.smoke", "gateway.logs")
+        run(
+            "storage.up",
+            "--bucket",
+            "scan-store",
+            "storage.status",
+            "storage.logs",
+            "gateway.up",
+            "gateway.status",
+            "gateway.smoke",
+            "gateway.logs",
+        )
         creds = json.loads((folder / "storage/credentials.json").read_text())
         secrets |= {f"storage {k}": v for k, v in creds.items()}
         secrets["gateway password"] = (folder / "gateway/password").read_text().strip()
@@ -104,23 +118,33 @@ def test_no_secret_in_argv_output_or_files_of_any_local_task(workdir, s3_server)
                      ["dask.down", "--dry-run"], ["dask.scale", "3", "--dry-run"], ["gateway.down", "--purge", "--dry-run"],
                      ["storage.down", "--purge", "--dry-run"]):  # fmt: skip
             run.refused(*args)
-        assert state(workdir, "mlflow")["pid"] and (folder / "mlflow/mlflow.db").exists(), "a refused dry-run changed nothing"
+        assert state(workdir, "mlflow")["pid"] and (folder / "mlflow/mlflow.db").exists(), (
+            "a refused dry-run changed nothing"
+        )
 
         run("down", "storage.down", "status")
-        holders = [folder / "storage" / name for name in ("credentials.json", "aws_access_key_id", "aws_secret_access_key")]
+        holders = [
+            folder / "storage" / name for name in ("credentials.json", "aws_access_key_id", "aws_secret_access_key")
+        ]
         holders += [folder / "gateway/password"]
-        assert stat.S_IMODE((folder / "gateway/config.py").stat().st_mode) == 0o600  # scanned too: it reads the password file
+        assert (
+            stat.S_IMODE((folder / "gateway/config.py").stat().st_mode) == 0o600
+        )  # scanned too: it reads the password file
         problems, scanned = file_leaks(folder, secrets, holders)
         run("down", "--purge", "storage.down", "--purge", "gateway.down", "--purge")
 
     assert not processes_under(workdir), "down stopped everything"
-    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.is_relative_to(folder / "dask"))
+    left = sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.is_relative_to(folder / "dask")
+    )
     assert left == [], "down --purge leaves only Dask's logs and scratch"
     # The scan proves something only if it saw the processes the tasks ran.
     for parts in (["mlflow", "server", "--backend-store-uri"], ["dask", "scheduler"], ["dask", "worker"],
                   ["dask-gateway-server", "--config"], ["dask-gateway-proxy"], ["moto_server"], [CLI, "gateway.smoke"]):  # fmt: skip
         assert argv.saw(*parts), f"the scan never saw {' '.join(parts)!r} in {argv.sweeps} sweeps"
-    assert {"mlflow.log", "scheduler.log", "worker-0.log", "gateway.log", "storage.log", "mlflow.db", "config.py"} <= {p.name for p in scanned}
+    assert {"mlflow.log", "scheduler.log", "worker-0.log", "gateway.log", "storage.log", "mlflow.db", "config.py"} <= {
+        p.name for p in scanned
+    }
     assert argv.leaks(secrets) == []
     assert text_leaks(output_texts(run.results), secrets) == []
     assert problems == []
@@ -131,7 +155,9 @@ def test_the_scanner_finds_a_planted_leak(tmp_path):
     secrets = planted("self")
     value = secrets["AWS_SECRET_ACCESS_KEY"]
     with ArgvScan() as argv:
-        child = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)", value], capture_output=True, text=True)
+        child = subprocess.run(
+            [sys.executable, "-c", "import time; time.sleep(0.3)", value], capture_output=True, text=True
+        )
     assert child.returncode == 0
     assert argv.leaks(secrets) and argv.leaks(secrets)[0].startswith("AWS_SECRET_ACCESS_KEY in argv: ")
     assert text_leaks({"out": f"key={value}"}, secrets) == ["AWS_SECRET_ACCESS_KEY in out"]
@@ -141,4 +167,7 @@ def test_the_scanner_finds_a_planted_leak(tmp_path):
     holder.chmod(0o644)
     problems, scanned = file_leaks(tmp_path, secrets, [holder])
     assert scanned == [tmp_path / "app.log"]
-    assert set(problems) == {f"{holder} holds a secret with mode 644, not 600", f"AWS_SECRET_ACCESS_KEY in {tmp_path / 'app.log'}"}
+    assert set(problems) == {
+        f"{holder} holds a secret with mode 644, not 600",
+        f"AWS_SECRET_ACCESS_KEY in {tmp_path / 'app.log'}",
+    }

@@ -12,7 +12,9 @@ CREDS = generate_credentials()
 @pytest.mark.parametrize("mode", ["namespace", "vcluster"])
 def test_storage_manifests_validate(mode):
     c = FakeContext(config())
-    docs = build_plan(c, target(mode), "storage", "ws-frank", CREDS).docs + bucket_job_docs(c, target(mode), "storage", "ws-frank", 120)
+    docs = build_plan(c, target(mode), "storage", "ws-frank", CREDS).docs + bucket_job_docs(
+        c, target(mode), "storage", "ws-frank", 120
+    )
     validate_all(docs)
     assert {d["kind"] for d in docs} == {"Secret", "PersistentVolumeClaim", "Service", "Deployment", "Job"}
 

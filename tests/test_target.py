@@ -35,8 +35,18 @@ from playbooks.target import (
 NAMESPACE_KUBECONFIG = {
     "apiVersion": "v1",
     "kind": "Config",
-    "clusters": [{"name": "cluster", "cluster": {"server": "https://kubernetes.default.svc", "certificate-authority": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"}}],
-    "contexts": [{"name": "session", "context": {"cluster": "cluster", "user": "session", "namespace": "ws-frank-s001"}}],
+    "clusters": [
+        {
+            "name": "cluster",
+            "cluster": {
+                "server": "https://kubernetes.default.svc",
+                "certificate-authority": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            },
+        }
+    ],
+    "contexts": [
+        {"name": "session", "context": {"cluster": "cluster", "user": "session", "namespace": "ws-frank-s001"}}
+    ],
     "current-context": "session",
     "users": [{"name": "session", "user": {"token": "eyJhbGciOi.fake.token"}}],
 }
@@ -45,7 +55,9 @@ NAMESPACE_KUBECONFIG = {
 VCLUSTER_KUBECONFIG = {
     "apiVersion": "v1",
     "kind": "Config",
-    "clusters": [{"name": "my-vcluster", "cluster": {"server": "https://ws-frank-s001-vc.ws-frank-s001.svc.cluster.local:443"}}],
+    "clusters": [
+        {"name": "my-vcluster", "cluster": {"server": "https://ws-frank-s001-vc.ws-frank-s001.svc.cluster.local:443"}}
+    ],
     "contexts": [{"name": "my-vcluster", "context": {"cluster": "my-vcluster", "user": "my-vcluster"}}],
     "current-context": "my-vcluster",
     "users": [{"name": "my-vcluster", "user": {"client-certificate-data": "LS0t", "client-key-data": "LS0t"}}],
@@ -53,13 +65,37 @@ VCLUSTER_KUBECONFIG = {
 
 # SelfSubjectRulesReview answer for a ServiceAccount bound to `edit` in its namespace.
 EDIT_RULES = (
-    {"verbs": ["create", "delete", "deletecollection", "patch", "update"], "apiGroups": [""], "resources": ["pods", "pods/portforward", "services", "secrets", "configmaps", "persistentvolumeclaims"]},
-    {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["pods", "pods/log", "services", "secrets", "configmaps", "persistentvolumeclaims", "events"]},
-    {"verbs": ["create", "delete", "deletecollection", "patch", "update", "get", "list", "watch"], "apiGroups": ["apps"], "resources": ["deployments", "statefulsets"]},
-    {"verbs": ["create", "delete", "patch", "update", "get", "list", "watch"], "apiGroups": ["batch"], "resources": ["jobs"]},
-    {"verbs": ["create", "delete", "deletecollection", "patch", "update", "get", "list", "watch"], "apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"]},
+    {
+        "verbs": ["create", "delete", "deletecollection", "patch", "update"],
+        "apiGroups": [""],
+        "resources": ["pods", "pods/portforward", "services", "secrets", "configmaps", "persistentvolumeclaims"],
+    },
+    {
+        "verbs": ["get", "list", "watch"],
+        "apiGroups": [""],
+        "resources": ["pods", "pods/log", "services", "secrets", "configmaps", "persistentvolumeclaims", "events"],
+    },
+    {
+        "verbs": ["create", "delete", "deletecollection", "patch", "update", "get", "list", "watch"],
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets"],
+    },
+    {
+        "verbs": ["create", "delete", "patch", "update", "get", "list", "watch"],
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+    },
+    {
+        "verbs": ["create", "delete", "deletecollection", "patch", "update", "get", "list", "watch"],
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["ingresses", "networkpolicies"],
+    },
     {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces"]},
-    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
+    {
+        "verbs": ["create"],
+        "apiGroups": ["authorization.k8s.io"],
+        "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+    },
 )
 ADMIN_RULES = ({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},)
 
@@ -73,7 +109,9 @@ def write(path: Path, data: dict) -> Path:
 def test_kubeconfig_from_env_first(tmp_path):
     env_file = write(tmp_path / "vc" / "config", VCLUSTER_KUBECONFIG)
     write(tmp_path / "home" / ".kube" / "config", NAMESPACE_KUBECONFIG)
-    source = locate_kubeconfig({"KUBECONFIG": str(env_file)}, home=tmp_path / "home", service_account_dir=tmp_path / "sa")
+    source = locate_kubeconfig(
+        {"KUBECONFIG": str(env_file)}, home=tmp_path / "home", service_account_dir=tmp_path / "sa"
+    )
     assert source.context == "my-vcluster"
     assert source.server.endswith("-vc.ws-frank-s001.svc.cluster.local:443")
     assert source.context_namespace is None
@@ -116,7 +154,11 @@ def test_in_cluster_kubeconfig_points_at_the_token_file_and_holds_no_token(tmp_p
     """kubectl reads its in-cluster config only without override flags: the playbooks write a kubeconfig."""
     token = "eyJhbGciOiJSUzI1NiJ9.planted-service-account-token.sig"
     sa = service_account(tmp_path / "sa", token=token, namespace="ws-frank")
-    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    env = {
+        "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+    }
     (tmp_path / "run").mkdir()
     source = locate_kubeconfig(env, home=tmp_path / "nohome", service_account_dir=sa)
     path = Path(source.kubeconfig)
@@ -127,7 +169,10 @@ def test_in_cluster_kubeconfig_points_at_the_token_file_and_holds_no_token(tmp_p
     assert path.parent == tmp_path / "run" / f"datalab-playbooks-{os.getuid()}"
     config = yaml.safe_load(text)
     assert config["users"][0]["user"] == {"tokenFile": str(sa / "token")}
-    assert config["clusters"][0]["cluster"] == {"server": "https://10.96.0.1:443", "certificate-authority": str(sa / "ca.crt")}
+    assert config["clusters"][0]["cluster"] == {
+        "server": "https://10.96.0.1:443",
+        "certificate-authority": str(sa / "ca.crt"),
+    }
     context = config["contexts"][0]["context"]
     assert context["namespace"] == "ws-frank" and config["current-context"] == config["contexts"][0]["name"]
     # kubectl pins it by flag like any other kubeconfig; a second run leaves the file alone.
@@ -161,7 +206,9 @@ def test_a_private_folder_of_someone_else_is_refused(tmp_path):
     elsewhere.mkdir()
     (tmp_path / f"datalab-playbooks-{os.getuid()}").symlink_to(elsewhere)
     env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "XDG_RUNTIME_DIR": str(tmp_path)}
-    with pytest.raises(PlaybookError, match=r"is not a folder of this user .* remove it, or set XDG_RUNTIME_DIR or TMPDIR"):
+    with pytest.raises(
+        PlaybookError, match=r"is not a folder of this user .* remove it, or set XDG_RUNTIME_DIR or TMPDIR"
+    ):
         locate_kubeconfig(env, home=tmp_path / "nohome", service_account_dir=sa)
     assert list(elsewhere.iterdir()) == []
 
@@ -222,7 +269,9 @@ def test_namespace_mode_from_a_datalab_session():
 
 
 def test_vcluster_mode_from_a_datalab_session():
-    source = KubeSource("/opt/kubeconfig/config", "my-vcluster", "https://ws-frank-s001-vc.ws-frank-s001.svc.cluster.local:443", None)
+    source = KubeSource(
+        "/opt/kubeconfig/config", "my-vcluster", "https://ws-frank-s001-vc.ws-frank-s001.svc.cluster.local:443", None
+    )
     env = {"KUBECONFIG": "/opt/kubeconfig/config"}
     mode, evidence = decide_mode(Probes(can_create_crds=True, rules=ADMIN_RULES, fake_nodes=True), source, env)
     assert mode == "vcluster"
@@ -395,7 +444,9 @@ def test_kubectl_with_flags_reaches_the_service_account_api_through_the_written_
             "XDG_RUNTIME_DIR": str(tmp_path),
         }
         source = locate_kubeconfig(env, home=tmp_path / "home", service_account_dir=sa)
-        with pytest.raises(PlaybookError, match=f"cannot reach the Kubernetes API at https://127.0.0.1:{listener.port} "):
+        with pytest.raises(
+            PlaybookError, match=f"cannot reach the Kubernetes API at https://127.0.0.1:{listener.port} "
+        ):
             probe(source, "ws-frank", 5, env=env)
         assert listener.connections >= 3, "the three probes went elsewhere"
         seen = listener.connections
@@ -418,7 +469,12 @@ def test_a_kubeconfig_list_is_no_flag_but_the_child_environment(tmp_path):
     assert target.kubectl_flags() == ["--context", "my-vcluster", "--namespace", "default"]
     assert Helm(target).flags() == ["--kube-context", "my-vcluster", "--namespace", "default"]
     assert target.child_env({"KUBECONFIG": "/elsewhere", "PATH": "/bin"}) == {"KUBECONFIG": listed, "PATH": "/bin"}
-    single = Target("vcluster", "default", "test", locate_kubeconfig({"KUBECONFIG": str(b)}, home=tmp_path, service_account_dir=tmp_path / "sa"))
+    single = Target(
+        "vcluster",
+        "default",
+        "test",
+        locate_kubeconfig({"KUBECONFIG": str(b)}, home=tmp_path, service_account_dir=tmp_path / "sa"),
+    )
     assert single.kubectl_flags()[:2] == ["--kubeconfig", str(b)]
     assert "KUBECONFIG" not in single.child_env({"KUBECONFIG": "/elsewhere"})
 
@@ -434,7 +490,12 @@ def test_a_kubeconfig_list_reaches_kubectl_and_helm_after_detection(tmp_path, mo
     listed = f"{first}{os.pathsep}{other}"
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KUBECONFIG", "/nonexistent/of-the-caller")
-    target = Target("namespace", "ws-frank-s001", "test", locate_kubeconfig({"KUBECONFIG": listed}, home=tmp_path, service_account_dir=tmp_path / "sa"))
+    target = Target(
+        "namespace",
+        "ws-frank-s001",
+        "test",
+        locate_kubeconfig({"KUBECONFIG": listed}, home=tmp_path, service_account_dir=tmp_path / "sa"),
+    )
     kubectl = Kubectl(target)
     assert kubectl.run("config", "current-context").stdout.strip() == "session"
     view = kubectl.run("config", "view", "-o", "jsonpath={.contexts[*].name}").stdout.split()

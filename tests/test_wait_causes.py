@@ -57,8 +57,18 @@ def deployment(name="mlflow", revision=2, generation=2, observed=2, replicas=1, 
             "readyReplicas": available,
             "unavailableReplicas": replicas - available,
             "conditions": [
-                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability."},
-                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": f'ReplicaSet "{name}-958576bb9" is progressing.'},
+                {
+                    "type": "Available",
+                    "status": "False",
+                    "reason": "MinimumReplicasUnavailable",
+                    "message": "Deployment does not have minimum availability.",
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "ReplicaSetUpdated",
+                    "message": f'ReplicaSet "{name}-958576bb9" is progressing.',
+                },
                 *conditions,
             ],
         },
@@ -75,22 +85,51 @@ def replicaset(template_hash="958576bb9", revision=2, deployment_name="mlflow", 
             "namespace": NS,
             "uid": f"uid-rs-{template_hash}",
             "labels": {**LABELS, "pod-template-hash": template_hash},
-            "annotations": {"deployment.kubernetes.io/revision": str(revision), "deployment.kubernetes.io/desired-replicas": "1"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name, "uid": f"uid-deploy-{deployment_name}", "controller": True}],
+            "annotations": {
+                "deployment.kubernetes.io/revision": str(revision),
+                "deployment.kubernetes.io/desired-replicas": "1",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment_name,
+                    "uid": f"uid-deploy-{deployment_name}",
+                    "controller": True,
+                }
+            ],
         },
         "spec": {"replicas": replicas},
         "status": {"replicas": replicas, "observedGeneration": 1},
     }
 
 
-def pod(suffix="ld9n6", template_hash="958576bb9", phase="Running", statuses=None, conditions=None, node="node-1", deleting=False, memory="768Mi", image="ghcr.io/mlflow/mlflow:v3.17.2-full"):
+def pod(
+    suffix="ld9n6",
+    template_hash="958576bb9",
+    phase="Running",
+    statuses=None,
+    conditions=None,
+    node="node-1",
+    deleting=False,
+    memory="768Mi",
+    image="ghcr.io/mlflow/mlflow:v3.17.2-full",
+):
     name = f"mlflow-{template_hash}-{suffix}"
     meta = {
         "name": name,
         "namespace": NS,
         "uid": f"uid-pod-{suffix}",
         "labels": {**LABELS, "pod-template-hash": template_hash},
-        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"mlflow-{template_hash}", "uid": f"uid-rs-{template_hash}", "controller": True}],
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": f"mlflow-{template_hash}",
+                "uid": f"uid-rs-{template_hash}",
+                "controller": True,
+            }
+        ],
     }
     if deleting:
         meta["deletionTimestamp"] = NOW
@@ -100,7 +139,10 @@ def pod(suffix="ld9n6", template_hash="958576bb9", phase="Running", statuses=Non
             {
                 "name": "mlflow",
                 "image": image,
-                "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "500m", "memory": memory}},
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "512Mi"},
+                    "limits": {"cpu": "500m", "memory": memory},
+                },
             }
         ],
         "volumes": [
@@ -116,7 +158,9 @@ def pod(suffix="ld9n6", template_hash="958576bb9", phase="Running", statuses=Non
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
-def container(state: dict, last: dict | None = None, restarts=0, ready=False, image="ghcr.io/mlflow/mlflow:v3.17.2-full"):
+def container(
+    state: dict, last: dict | None = None, restarts=0, ready=False, image="ghcr.io/mlflow/mlflow:v3.17.2-full"
+):
     return {
         "name": "mlflow",
         "image": image,
@@ -136,13 +180,27 @@ def claim(phase="Pending", storage_class=None):
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "mlflow-db", "namespace": NS, "uid": "uid-pvc-db", "labels": {**LABELS, "app.kubernetes.io/component": "database"}},
+        "metadata": {
+            "name": "mlflow-db",
+            "namespace": NS,
+            "uid": "uid-pvc-db",
+            "labels": {**LABELS, "app.kubernetes.io/component": "database"},
+        },
         "spec": spec,
         "status": {"phase": phase},
     }
 
 
-def event(reason: str, message: str, kind="PersistentVolumeClaim", name="mlflow-db", uid="uid-pvc-db", type_="Warning", source="persistentvolume-controller", at=NOW):
+def event(
+    reason: str,
+    message: str,
+    kind="PersistentVolumeClaim",
+    name="mlflow-db",
+    uid="uid-pvc-db",
+    type_="Warning",
+    source="persistentvolume-controller",
+    at=NOW,
+):
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -163,13 +221,32 @@ def state(*items) -> dict:
 
 
 CRASH_OOM = container(
-    {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=mlflow pod=mlflow-958576bb9-ld9n6_ws-frank-s1(uid-pod-ld9n6)"}},
-    {"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-03-02T10:14:40Z", "finishedAt": "2026-03-02T10:15:02Z"}},
+    {
+        "waiting": {
+            "reason": "CrashLoopBackOff",
+            "message": "back-off 40s restarting failed container=mlflow pod=mlflow-958576bb9-ld9n6_ws-frank-s1(uid-pod-ld9n6)",
+        }
+    },
+    {
+        "terminated": {
+            "exitCode": 137,
+            "reason": "OOMKilled",
+            "startedAt": "2026-03-02T10:14:40Z",
+            "finishedAt": "2026-03-02T10:15:02Z",
+        }
+    },
     restarts=3,
 )
 CRASH_ERROR = container(
     {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container=mlflow"}},
-    {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": "2026-03-02T10:15:00Z", "finishedAt": "2026-03-02T10:15:03Z"}},
+    {
+        "terminated": {
+            "exitCode": 1,
+            "reason": "Error",
+            "startedAt": "2026-03-02T10:15:00Z",
+            "finishedAt": "2026-03-02T10:15:03Z",
+        }
+    },
     restarts=2,
 )
 UNBOUND = {
@@ -190,7 +267,13 @@ POD_SECURITY_MESSAGE = (
 
 
 def replica_failure(message: str) -> dict:
-    return {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "lastTransitionTime": NOW, "message": message}
+    return {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreate",
+        "lastTransitionTime": NOW,
+        "message": message,
+    }
 
 
 def only(found):
@@ -206,7 +289,9 @@ def decided(found, seconds: float):
 
 
 def test_crashloop_oomkilled_names_memory_limit_and_the_setting():
-    found = rollout_findings(state(deployment(), replicaset(), pod(statuses=[CRASH_OOM]), claim("Bound")), "mlflow", fixes=MLFLOW)
+    found = rollout_findings(
+        state(deployment(), replicaset(), pod(statuses=[CRASH_OOM]), claim("Bound")), "mlflow", fixes=MLFLOW
+    )
     finding = only(found)
     assert decided(found, 0) is finding, "CrashLoopBackOff decides at once"
     assert finding.cause == (
@@ -220,18 +305,24 @@ def test_crashloop_oomkilled_names_memory_limit_and_the_setting():
 def test_oomkilled_without_a_setting_has_a_generic_fix():
     finding = only(rollout_findings(state(deployment(), replicaset(), pod(statuses=[CRASH_OOM])), "mlflow"))
     assert "ran out of memory (OOMKilled at its memory limit of 768Mi)" in finding.cause
-    assert finding.cause.endswith("raise the container's memory limit (resources.limits.memory of its service's settings)")
+    assert finding.cause.endswith(
+        "raise the container's memory limit (resources.limits.memory of its service's settings)"
+    )
 
 
 def test_the_dask_worker_setting_is_named_as_given():
     finding = only(pod_findings(pod(statuses=[CRASH_OOM], memory="448Mi"), fixes=Fixes("dask.worker_resources")))
     assert finding.cause.endswith("raise dask.worker_resources.limits.memory (now 448Mi)")
     full_key = only(pod_findings(pod(statuses=[CRASH_OOM]), fixes=Fixes("dask.scheduler_resources.limits.memory")))
-    assert full_key.cause.endswith("raise dask.scheduler_resources.limits.memory (now 768Mi)"), "a full key is not doubled"
+    assert full_key.cause.endswith("raise dask.scheduler_resources.limits.memory (now 768Mi)"), (
+        "a full key is not doubled"
+    )
 
 
 def test_crashloop_with_an_exit_code_says_to_read_the_logs():
-    finding = only(rollout_findings(state(deployment(), replicaset(), pod(statuses=[CRASH_ERROR])), "mlflow", fixes=MLFLOW))
+    finding = only(
+        rollout_findings(state(deployment(), replicaset(), pod(statuses=[CRASH_ERROR])), "mlflow", fixes=MLFLOW)
+    )
     assert finding.grace == 0 and finding.previous_logs
     assert finding.cause == (
         "container mlflow of pod mlflow-958576bb9-ld9n6 keeps crashing (exit code 1 (Error), 2 restarts, CrashLoopBackOff): "
@@ -249,22 +340,35 @@ def test_an_image_the_cluster_cannot_pull_decides_at_once(reason):
     }[reason]
     image = "ghcr.io/mlflow/mlflow:v3.17.2-fulll"
     waiting = container({"waiting": {"reason": reason, "message": message}}, image=image)
-    found = rollout_findings(state(deployment(), replicaset(), pod(phase="Pending", statuses=[waiting], image=image)), "mlflow", fixes=MLFLOW)
+    found = rollout_findings(
+        state(deployment(), replicaset(), pod(phase="Pending", statuses=[waiting], image=image)), "mlflow", fixes=MLFLOW
+    )
     finding = decided(found, 0)
     assert finding is not None
-    assert finding.cause.startswith(f"the cluster cannot pull image {image} for container mlflow of pod mlflow-958576bb9-ld9n6 ({reason}: ")
-    assert finding.cause.endswith("set mlflow.image to an image the nodes can pull (name, tag, registry access), or preload it on the nodes")
+    assert finding.cause.startswith(
+        f"the cluster cannot pull image {image} for container mlflow of pod mlflow-958576bb9-ld9n6 ({reason}: "
+    )
+    assert finding.cause.endswith(
+        "set mlflow.image to an image the nodes can pull (name, tag, registry access), or preload it on the nodes"
+    )
 
 
 def test_err_image_pull_just_seen_is_not_a_failure_but_after_ten_seconds_it_is():
-    waiting = container({"waiting": {"reason": "ErrImagePull", "message": "rpc error: code = NotFound desc = failed to pull and unpack image: not found"}})
+    waiting = container(
+        {
+            "waiting": {
+                "reason": "ErrImagePull",
+                "message": "rpc error: code = NotFound desc = failed to pull and unpack image: not found",
+            }
+        }
+    )
     found = pod_findings(pod(phase="Pending", statuses=[waiting]), fixes=MLFLOW)
     assert decided(found, 0) is None and decided(found, 5) is None
     assert "not found" in decided(found, 10).cause
 
 
 def test_create_container_config_error_gives_the_waiting_message():
-    message = 'couldn\'t find key AWS_ACCESS_KEY_ID in Secret ws-frank-s1/mlflow-s3'
+    message = "couldn't find key AWS_ACCESS_KEY_ID in Secret ws-frank-s1/mlflow-s3"
     waiting = container({"waiting": {"reason": "CreateContainerConfigError", "message": message}})
     found = pod_findings(pod(phase="Pending", statuses=[waiting]), fixes=MLFLOW)
     assert decided(found, 2) is None, "the Secret may be a moment behind the pod"
@@ -281,11 +385,15 @@ def test_create_container_config_error_gives_the_waiting_message():
     ],
 )
 def test_a_pod_on_its_way_is_not_a_failure(waiting):
-    found = rollout_findings(state(deployment(), replicaset(), pod(phase="Pending", statuses=[container({"waiting": waiting})])), "mlflow", fixes=MLFLOW)
-    assert found == []
-    assert rollout_progress(state(deployment(), replicaset(), pod(phase="Pending", statuses=[container({"waiting": waiting})])), "mlflow")[1] == (
-        f"0/1 available, 1 updated; mlflow-958576bb9-ld9n6 Pending ({waiting['reason']})"
+    found = rollout_findings(
+        state(deployment(), replicaset(), pod(phase="Pending", statuses=[container({"waiting": waiting})])),
+        "mlflow",
+        fixes=MLFLOW,
     )
+    assert found == []
+    assert rollout_progress(
+        state(deployment(), replicaset(), pod(phase="Pending", statuses=[container({"waiting": waiting})])), "mlflow"
+    )[1] == (f"0/1 available, 1 updated; mlflow-958576bb9-ld9n6 Pending ({waiting['reason']})")
 
 
 def test_a_ready_rollout_has_nothing_to_find():
@@ -316,8 +424,16 @@ def test_an_old_pod_terminating_or_crashing_during_a_rollout_decides_nothing():
 
 
 def test_a_new_pod_in_crashloop_decides_while_the_old_one_still_runs():
-    old_running = pod("aaaaa", template_hash="7d9f8c6b5", statuses=[container({"running": {"startedAt": NOW}}, ready=True)])
-    items = state(deployment(revision=3), replicaset("7d9f8c6b5", revision=2), replicaset("958576bb9", revision=3), old_running, pod("ccccc", statuses=[CRASH_OOM]))
+    old_running = pod(
+        "aaaaa", template_hash="7d9f8c6b5", statuses=[container({"running": {"startedAt": NOW}}, ready=True)]
+    )
+    items = state(
+        deployment(revision=3),
+        replicaset("7d9f8c6b5", revision=2),
+        replicaset("958576bb9", revision=3),
+        old_running,
+        pod("ccccc", statuses=[CRASH_OOM]),
+    )
     assert only(rollout_findings(items, "mlflow", fixes=MLFLOW)).pod == "mlflow-958576bb9-ccccc"
 
 
@@ -367,8 +483,24 @@ def test_replica_failure_reads_the_failing_replicasets_latest_refusal_for_curren
     assert decided([asking], 3600) is None
     latest = 'pods "mlflow-958576bb9-vzmvd" is forbidden: exceeded quota: budget, requested: pods=1, used: pods=0, limited: pods=0'
     refusals = [
-        event("FailedCreate", f"Error creating: {first}", kind="ReplicaSet", name="mlflow-958576bb9", uid="uid-rs-958576bb9", source="replicaset-controller", at="2026-03-02T10:15:01Z"),
-        event("FailedCreate", f"(combined from similar events): Error creating: {latest}", kind="ReplicaSet", name="mlflow-958576bb9", uid="uid-rs-958576bb9", source="replicaset-controller", at="2026-03-02T10:15:09Z"),
+        event(
+            "FailedCreate",
+            f"Error creating: {first}",
+            kind="ReplicaSet",
+            name="mlflow-958576bb9",
+            uid="uid-rs-958576bb9",
+            source="replicaset-controller",
+            at="2026-03-02T10:15:01Z",
+        ),
+        event(
+            "FailedCreate",
+            f"(combined from similar events): Error creating: {latest}",
+            kind="ReplicaSet",
+            name="mlflow-958576bb9",
+            uid="uid-rs-958576bb9",
+            source="replicaset-controller",
+            at="2026-03-02T10:15:09Z",
+        ),
     ]
     finding = decided(rollout_findings(items, "mlflow", refusals, MLFLOW), 10)
     assert finding.cause.startswith(
@@ -380,14 +512,18 @@ def test_replica_failure_reads_the_failing_replicasets_latest_refusal_for_curren
 
 
 def test_replica_failure_for_quota_waits_while_a_pod_of_the_deployment_terminates():
-    items = state(deployment(conditions=[replica_failure(QUOTA_MESSAGE)]), replicaset(), pod("old", deleting=True, statuses=[]))
+    items = state(
+        deployment(conditions=[replica_failure(QUOTA_MESSAGE)]), replicaset(), pod("old", deleting=True, statuses=[])
+    )
     assert rollout_findings(items, "mlflow", fixes=MLFLOW) == []
 
 
 def test_replica_failure_for_pod_security_decides_at_once_and_names_the_namespace_level():
     items = state(deployment(conditions=[replica_failure(POD_SECURITY_MESSAGE)]), replicaset())
     finding = decided(rollout_findings(items, "mlflow", fixes=MLFLOW), 0)
-    assert finding.cause.startswith('the ReplicaSet of deployment mlflow cannot create pods: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false')
+    assert finding.cause.startswith(
+        'the ReplicaSet of deployment mlflow cannot create pods: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false'
+    )
     assert "pod-security.kubernetes.io/enforce" in finding.cause and "security.pod, security.container" in finding.cause
 
 
@@ -399,7 +535,11 @@ def test_unschedulable_for_more_than_twelve_seconds_decides_with_the_schedulers_
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": NOW,
         "message": "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.",
     }  # fmt: skip
-    found = rollout_findings(state(deployment(), replicaset(), pod(phase="Pending", node=None, conditions=[condition]), claim("Bound")), "mlflow", fixes=MLFLOW)
+    found = rollout_findings(
+        state(deployment(), replicaset(), pod(phase="Pending", node=None, conditions=[condition]), claim("Bound")),
+        "mlflow",
+        fixes=MLFLOW,
+    )
     assert decided(found, 5) is None
     assert decided(found, 12).cause == (
         "pod mlflow-958576bb9-ld9n6 cannot be scheduled (0/1 nodes are available: 1 Insufficient memory.): "
@@ -432,7 +572,9 @@ def test_a_claim_without_class_or_volume_names_the_claim_and_the_setting():
 def test_a_claim_whose_provisioning_failed_names_the_class():
     failed = event("ProvisioningFailed", 'storageclass.storage.k8s.io "fast" not found')
     finding = decided(pending_on_claim(claim(storage_class="fast"), [failed]), 10)
-    assert finding.cause.startswith('volume claim mlflow-db (storageClassName: fast) is not bound (ProvisioningFailed: storageclass.storage.k8s.io "fast" not found)')
+    assert finding.cause.startswith(
+        'volume claim mlflow-db (storageClassName: fast) is not bound (ProvisioningFailed: storageclass.storage.k8s.io "fast" not found)'
+    )
 
 
 def test_a_claim_being_provisioned_for_three_seconds_is_not_a_failure_but_thirty_seconds_without_a_provisioner_is():
@@ -445,12 +587,18 @@ def test_a_claim_being_provisioned_for_three_seconds_is_not_a_failure_but_thirty
     found = pending_on_claim(claim(storage_class="local-path"), [waiting])
     assert decided(found, 3) is None
     finding = decided(found, 30)
-    assert finding.cause.startswith("volume claim mlflow-db (storageClassName: local-path) is not bound: no provisioner made its volume (Waiting for a volume")
+    assert finding.cause.startswith(
+        "volume claim mlflow-db (storageClassName: local-path) is not bound: no provisioner made its volume (Waiting for a volume"
+    )
     assert "check that the class's provisioner runs" in finding.cause
 
 
 def test_events_of_an_earlier_claim_of_the_same_name_are_ignored():
-    stale = event("FailedBinding", "no persistent volumes available for this claim and no storage class is set", uid="uid-of-a-deleted-claim")
+    stale = event(
+        "FailedBinding",
+        "no persistent volumes available for this claim and no storage class is set",
+        uid="uid-of-a-deleted-claim",
+    )
     finding = only(pending_on_claim(claim(), [stale]))
     assert finding.key == "claim/mlflow-db/silent" and finding.grace == 30
 
@@ -501,7 +649,9 @@ def job_pod(statuses=None, phase="Pending", memory="128Mi"):
     found["metadata"].update(
         name="dask-smoke-x1",
         labels={"job-name": "dask-smoke", "batch.kubernetes.io/job-name": "dask-smoke"},
-        ownerReferences=[{"apiVersion": "batch/v1", "kind": "Job", "name": "dask-smoke", "uid": "uid-job", "controller": True}],
+        ownerReferences=[
+            {"apiVersion": "batch/v1", "kind": "Job", "name": "dask-smoke", "uid": "uid-job", "controller": True}
+        ],
     )
     found["spec"]["containers"][0]["name"] = "check"
     for status in statuses or []:
@@ -513,27 +663,54 @@ SMOKE = Fixes("dask.smoke_resources", job=True)
 
 
 def test_a_job_refused_by_the_quota_decides_at_once():
-    refused = event("FailedCreate", f"Error creating: {QUOTA_MESSAGE.replace('mlflow-958576bb9-x7k2p', 'dask-smoke-abcde')}", kind="Job", name="dask-smoke", uid="uid-job", source="job-controller")
+    refused = event(
+        "FailedCreate",
+        f"Error creating: {QUOTA_MESSAGE.replace('mlflow-958576bb9-x7k2p', 'dask-smoke-abcde')}",
+        kind="Job",
+        name="dask-smoke",
+        uid="uid-job",
+        source="job-controller",
+    )
     finding = decided(job_findings(state(job()), "dask-smoke", [refused], SMOKE), 0)
-    assert finding.cause.startswith("job dask-smoke cannot create pods: exceeded quota: budget, requested: limits.cpu=500m")
+    assert finding.cause.startswith(
+        "job dask-smoke cannot create pods: exceeded quota: budget, requested: limits.cpu=500m"
+    )
     assert finding.cause.endswith("or lower dask.smoke_resources or the number of pods")
 
 
 def test_a_job_refused_by_pod_security_decides_at_once():
-    refused = event("FailedCreate", f"Error creating: {POD_SECURITY_MESSAGE}", kind="Job", name="dask-smoke", uid="uid-job", source="job-controller")
+    refused = event(
+        "FailedCreate",
+        f"Error creating: {POD_SECURITY_MESSAGE}",
+        kind="Job",
+        name="dask-smoke",
+        uid="uid-job",
+        source="job-controller",
+    )
     finding = decided(job_findings(state(job()), "dask-smoke", [refused], SMOKE), 0)
     assert "violates PodSecurity" in finding.cause and "pod-security.kubernetes.io/enforce" in finding.cause
 
 
 def test_an_old_jobs_refusal_is_not_this_jobs():
-    refused = event("FailedCreate", f"Error creating: {QUOTA_MESSAGE}", kind="Job", name="dask-smoke", uid="uid-of-the-last-run")
+    refused = event(
+        "FailedCreate", f"Error creating: {QUOTA_MESSAGE}", kind="Job", name="dask-smoke", uid="uid-of-the-last-run"
+    )
     assert job_findings(state(job()), "dask-smoke", [refused], SMOKE) == []
 
 
 def test_a_job_pod_that_cannot_pull_its_image_decides():
-    waiting = container({"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "ghcr.io/dask/dask:2026.8.0-py3.11"'}})
+    waiting = container(
+        {
+            "waiting": {
+                "reason": "ImagePullBackOff",
+                "message": 'Back-off pulling image "ghcr.io/dask/dask:2026.8.0-py3.11"',
+            }
+        }
+    )
     finding = decided(job_findings(state(job(), job_pod([waiting])), "dask-smoke", None, SMOKE), 0)
-    assert "cannot pull image ghcr.io/mlflow/mlflow:v3.17.2-full for container check of pod dask-smoke-x1" in finding.cause
+    assert (
+        "cannot pull image ghcr.io/mlflow/mlflow:v3.17.2-full for container check of pod dask-smoke-x1" in finding.cause
+    )
     assert "set dask.image to an image the nodes can pull" in finding.cause
 
 
@@ -549,7 +726,16 @@ def test_a_job_pod_that_crashes_otherwise_is_left_to_the_jobs_backoff_limit():
 
 
 def test_a_failed_job_says_its_pod_ran_out_of_memory():
-    failed = job(conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}])
+    failed = job(
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+        ]
+    )
     ended = container({"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
     found = state(failed, job_pod([ended], phase="Failed"))
     assert job_progress(found, "dask-smoke")[:2] == (True, False)
@@ -579,7 +765,14 @@ def test_plans_name_the_resources_setting_of_each_deployment(service, instance, 
 
 
 def test_a_plan_may_name_the_setting_itself():
-    plan = Plan("dask", "dask", [], ["dask-worker"], 300, resources={"dask-worker": "dask.worker_resources (or --worker-memory)"})
+    plan = Plan(
+        "dask",
+        "dask",
+        [],
+        ["dask-worker"],
+        300,
+        resources={"dask-worker": "dask.worker_resources (or --worker-memory)"},
+    )
     assert plan.resources_setting("dask-worker") == "dask.worker_resources (or --worker-memory)"
 
 
@@ -630,9 +823,17 @@ def test_the_wait_stops_at_once_with_evidence_then_one_line(monkeypatch, lines):
     assert message.startswith("mlflow: container mlflow of pod mlflow-958576bb9-ld9n6 ran out of memory (OOMKilled")
     assert message.endswith("raise mlflow.resources.limits.memory (now 768Mi)") and "\n" not in message
     text = "\n".join(lines)
-    assert lines[0] == "mlflow: 0/1 available, 1 updated; mlflow-958576bb9-ld9n6 Running (CrashLoopBackOff, last OOMKilled) [0s/300s]"
-    assert lines[1].startswith("mlflow: stuck: container mlflow of pod mlflow-958576bb9-ld9n6: CrashLoopBackOff, last ended OOMKilled")
-    assert "--- last logs of container mlflow before its restart: kubectl logs mlflow-958576bb9-ld9n6 -c mlflow --previous --tail=30" in text
+    assert (
+        lines[0]
+        == "mlflow: 0/1 available, 1 updated; mlflow-958576bb9-ld9n6 Running (CrashLoopBackOff, last OOMKilled) [0s/300s]"
+    )
+    assert lines[1].startswith(
+        "mlflow: stuck: container mlflow of pod mlflow-958576bb9-ld9n6: CrashLoopBackOff, last ended OOMKilled"
+    )
+    assert (
+        "--- last logs of container mlflow before its restart: kubectl logs mlflow-958576bb9-ld9n6 -c mlflow --previous --tail=30"
+        in text
+    )
     assert answers.gets(ROLLOUT_KINDS) == 1, "one poll"
     assert not any(a[:2] == ("get", "events") and "-o" in a for a in answers.calls), "no events fetched for a crash"
 
@@ -651,7 +852,9 @@ def test_a_healthy_poll_costs_one_get_and_a_claim_poll_one_more(monkeypatch, lin
     monkeypatch.setattr(kube, "pause", tick)
     with pytest.raises(PlaybookError) as error:
         kubectl.wait_for_deployment("mlflow", "app.kubernetes.io/name=mlflow", 300, "mlflow", "mlflow.resources")
-    assert "volume claim mlflow-db (storageClassName: none, so the default class) is not bound (FailedBinding" in str(error.value)
+    assert "volume claim mlflow-db (storageClassName: none, so the default class) is not bound (FailedBinding" in str(
+        error.value
+    )
     polls = answers.gets(ROLLOUT_KINDS)
     assert polls == 6, "decided 10s after it was first seen, polling every 2s"
     event_gets = [a for a in answers.calls if a[:2] == ("get", "events") and "-o" in a]
@@ -660,21 +863,41 @@ def test_a_healthy_poll_costs_one_get_and_a_claim_poll_one_more(monkeypatch, lin
 
 
 def test_a_job_refused_by_quota_stops_its_wait_with_one_line(monkeypatch, lines):
-    refused = event("FailedCreate", f"Error creating: {QUOTA_MESSAGE}", kind="Job", name="dask-smoke", uid="uid-job", source="job-controller")
+    refused = event(
+        "FailedCreate",
+        f"Error creating: {QUOTA_MESSAGE}",
+        kind="Job",
+        name="dask-smoke",
+        uid="uid-job",
+        source="job-controller",
+    )
     answers = Answers({"jobs.batch,pods": state(job())}, {"dask-smoke": [refused]})
     kubectl = kubectl_with(answers, monkeypatch, lines)
     with pytest.raises(PlaybookError) as error:
-        wait_for_job(kubectl, "dask-smoke", "app.kubernetes.io/name=dask-smoke", 300, "dask/smoke-job", "dask.smoke_resources")
+        wait_for_job(
+            kubectl, "dask-smoke", "app.kubernetes.io/name=dask-smoke", 300, "dask/smoke-job", "dask.smoke_resources"
+        )
     assert str(error.value).startswith("dask/smoke-job: job dask-smoke cannot create pods: exceeded quota: budget")
     assert lines[0].startswith("dask/smoke-job: no pod yet: Error creating: pods")
 
 
 def test_a_failed_job_reports_why_it_ended(monkeypatch, lines):
-    failed = job(conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}])
+    failed = job(
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+        ]
+    )
     ended = container({"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
     answers = Answers({"jobs.batch,pods": state(failed, job_pod([ended], phase="Failed"))})
     kubectl = kubectl_with(answers, monkeypatch, lines)
     succeeded, detail = wait_for_job(kubectl, "dask-smoke", "x=y", 300, "dask/smoke-job", "dask.smoke_resources")
     assert not succeeded
-    assert detail.startswith("BackoffLimitExceeded: Job has reached the specified backoff limit; dask-smoke-x1 Failed (OOMKilled, exit code 137); ")
+    assert detail.startswith(
+        "BackoffLimitExceeded: Job has reached the specified backoff limit; dask-smoke-x1 Failed (OOMKilled, exit code 137); "
+    )
     assert detail.endswith("raise dask.smoke_resources.limits.memory (now 128Mi)")

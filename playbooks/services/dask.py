@@ -77,7 +77,9 @@ def cluster_target(c, namespace=None, mode=None) -> Target:
 def _instance(c, name: str | None) -> str:
     name = name or c.config.dask.name
     if not INSTANCE_NAME.match(str(name)):
-        raise PlaybookError(f"invalid Dask name {name!r}: use up to 53 lowercase letters, digits or '-', starting with a letter, e.g. 'dask'")
+        raise PlaybookError(
+            f"invalid Dask name {name!r}: use up to 53 lowercase letters, digits or '-', starting with a letter, e.g. 'dask'"
+        )
     return str(name)
 
 
@@ -108,7 +110,10 @@ def worker_resources(c, cpu=None, memory=None) -> dict:
     resources = check_resources(c.config.dask.worker_resources, where)
     requests = dict(resources.get("requests") or {})
     limits = dict(resources.get("limits") or {})
-    for key, value, flag, measure in (("cpu", cpu, "--worker-cpu", cpu_cores), ("memory", memory, "--worker-memory", memory_bytes)):
+    for key, value, flag, measure in (
+        ("cpu", cpu, "--worker-cpu", cpu_cores),
+        ("memory", memory, "--worker-memory", memory_bytes),
+    ):
         if value is None:
             continue
         measure(value, flag)
@@ -117,9 +122,13 @@ def worker_resources(c, cpu=None, memory=None) -> dict:
             requests[key] = str(value)
     for key, flag in (("cpu", "--worker-cpu"), ("memory", "--worker-memory")):
         if key not in limits:
-            raise PlaybookError(f"{where}.limits.{key} is not set: set it or pass {flag}; workers are sized to their limits")
+            raise PlaybookError(
+                f"{where}.limits.{key} is not set: set it or pass {flag}; workers are sized to their limits"
+            )
     if memory_bytes(limits["memory"], where) < MIN_WORKER_MEMORY:
-        raise PlaybookError(f"worker memory {limits['memory']} is too small for a Dask worker: give at least 256Mi (--worker-memory)")
+        raise PlaybookError(
+            f"worker memory {limits['memory']} is too small for a Dask worker: give at least 256Mi (--worker-memory)"
+        )
     return {"requests": requests, "limits": limits}
 
 
@@ -219,7 +228,9 @@ def choose_workers(flag, running: int | None, configured) -> tuple[int, str]:
     return worker_count(configured, "dask.workers"), " (dask.workers)"
 
 
-def plan_up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None) -> tuple[Target, Plan]:
+def plan_up(
+    c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None
+) -> tuple[Target, Plan]:
     """Validate every input, detect the target, check access: all before any write."""
     instance = _instance(c, name)
     if namespace:
@@ -252,7 +263,9 @@ def plan_up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, nam
         **TARGET_HELP,
     }
 )
-def up(c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None, dry_run=False, port=None):
+def up(
+    c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None, dry_run=False, port=None
+):
     """Deploy a Dask scheduler and workers, and wait until all are ready."""
     if local_from_config(c, mode):
         _instance(c, name)
@@ -288,7 +301,12 @@ def down(c, name=None, namespace=None, mode=None, dry_run=False):
 
 @task(
     positional=["workers"],
-    help={"workers": f"The new number of workers, 0 to {MAX_WORKERS}.", "name": NAME_HELP, "dry-run": "Print the command; change nothing.", **TARGET_HELP},
+    help={
+        "workers": f"The new number of workers, 0 to {MAX_WORKERS}.",
+        "name": NAME_HELP,
+        "dry-run": "Print the command; change nothing.",
+        **TARGET_HELP,
+    },
 )
 def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
     """Change the number of Dask workers and wait for them; a later `dask.up` keeps the count."""
@@ -314,7 +332,11 @@ def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
         return
     kubectl.run(*args)
     kubectl.wait_for_deployment(
-        f"{instance}-worker", component_selector(instance, "worker"), timeout, f"{instance}/workers", resources="dask.worker_resources"
+        f"{instance}-worker",
+        component_selector(instance, "worker"),
+        timeout,
+        f"{instance}/workers",
+        resources="dask.worker_resources",
     )
 
 
@@ -330,7 +352,9 @@ def print_access(c, target: Target, name: str) -> None:
     print(f"{name}: scheduler (in-cluster)  {address}")
     print(f"{name}: from Python            Client({address!r})")
     print(f"{name}: dashboard              invoke dask.dashboard --name {name}")
-    print(f"{name}: or port-forward        kubectl {flags} port-forward service/{name}-scheduler {SCHEDULER_PORT} {DASHBOARD_PORT}")
+    print(
+        f"{name}: or port-forward        kubectl {flags} port-forward service/{name}-scheduler {SCHEDULER_PORT} {DASHBOARD_PORT}"
+    )
     release = image_release(c.config.dask.image)
     if release:
         print(f"{name}: client                 pin dask[distributed]=={release} (the image's release)")
@@ -412,7 +436,9 @@ def smoke_job_docs(c, target: Target, name: str, timeout: float) -> list[dict]:
     cfg = c.config.dask
     job_timeout = _seconds(cfg.smoke_job_timeout, "dask.smoke_job_timeout")
     if job_timeout <= timeout:
-        raise PlaybookError(f"dask.smoke_job_timeout ({job_timeout:.0f}s) must exceed the check's timeout ({timeout:.0f}s), to leave time for the image pull")
+        raise PlaybookError(
+            f"dask.smoke_job_timeout ({job_timeout:.0f}s) must exceed the check's timeout ({timeout:.0f}s), to leave time for the image pull"
+        )
     params = {
         "image": cfg.image,
         "code": smoke_code(),
@@ -431,13 +457,18 @@ def smoke_in_cluster(c, target: Target, kubectl: Kubectl, name: str, timeout: fl
     docs = smoke_job_docs(c, target, name, timeout)
     # Its pod must fit the quota beside the running services (net of a Job left by an interrupted run).
     preflight.require(
-        [partial(access_shortfalls, kubectl, docs), partial(quota_shortfalls, kubectl, docs, what="dask.smoke --in-cluster")]
+        [
+            partial(access_shortfalls, kubectl, docs),
+            partial(quota_shortfalls, kubectl, docs, what="dask.smoke --in-cluster"),
+        ]
     )
     job_timeout = float(c.config.dask.smoke_job_timeout)
     selector = label_selector(selector_labels(SMOKE, name))
     start = time.monotonic()
     try:
-        outcome = run_job(kubectl, docs, selector, job_timeout + 15, f"{name}/smoke-job", resources="dask.smoke_resources")
+        outcome = run_job(
+            kubectl, docs, selector, job_timeout + 15, f"{name}/smoke-job", resources="dask.smoke_resources"
+        )
     except PlaybookError as error:
         return Report(name, [Step("in-cluster job", False, time.monotonic() - start, str(error))])
     report = decode_report(outcome.logs)
@@ -447,13 +478,18 @@ def smoke_in_cluster(c, target: Target, kubectl: Kubectl, name: str, timeout: fl
     return report
 
 
-def smoke_reports(c, target: Target, kubectl: Kubectl, name: str | None = None, in_cluster: bool = False, timeout=None) -> list[Report]:
+def smoke_reports(
+    c, target: Target, kubectl: Kubectl, name: str | None = None, in_cluster: bool = False, timeout=None
+) -> list[Report]:
     """Check every deployed Dask cluster (or the one named); from here, or from a Job in the cluster."""
     from playbooks.dask_check import run_check
 
     if target.local:
         return dask_local.smoke_reports(c, timeout)
-    seconds = _seconds(timeout if timeout is not None else c.config.dask.smoke_timeout, "--timeout" if timeout is not None else "dask.smoke_timeout")
+    seconds = _seconds(
+        timeout if timeout is not None else c.config.dask.smoke_timeout,
+        "--timeout" if timeout is not None else "dask.smoke_timeout",
+    )
     instances = [name] if name else deployed_instances(kubectl, SERVICE)
     reports = []
     for inst in instances:
@@ -501,7 +537,13 @@ def smoke(c, name=None, in_cluster=False, timeout=None, namespace=None, mode=Non
     require_passed(reports)
 
 
-@task(help={"lines": "How many lines from the end (default: 50).", "name": "Name of the cluster (default: every deployed one).", **TARGET_HELP})
+@task(
+    help={
+        "lines": "How many lines from the end (default: 50).",
+        "name": "Name of the cluster (default: every deployed one).",
+        **TARGET_HELP,
+    }
+)
 def logs(c, lines=50, name=None, namespace=None, mode=None):
     """Show the Dask logs (local mode: the scheduler's and workers' log files; cluster modes: the pods' logs)."""
     instance = _instance(c, name) if name else None
@@ -510,7 +552,9 @@ def logs(c, lines=50, name=None, namespace=None, mode=None):
         print(dask_local.logs(c, int(lines)) or "dask: no log yet")
         return
     kubectl = kubectl_for(c, target)
-    result = kubectl.run("logs", "-l", managed_selector(SERVICE, instance), "--all-containers", "--prefix", f"--tail={int(lines)}")
+    result = kubectl.run(
+        "logs", "-l", managed_selector(SERVICE, instance), "--all-containers", "--prefix", f"--tail={int(lines)}"
+    )
     print(result.stdout.rstrip() or "dask: no log yet")
 
 

@@ -137,7 +137,10 @@ def converge(c, count: int, port: int, threads: int, memory: int) -> tuple[int, 
     extra = [name for name in recorded_workers(local.processes(c, SERVICE)) if int(name[len(WORKER_PREFIX) :]) >= count]
     if extra:
         stopped = local.stop(c, SERVICE, extra, grace=float(c.config.local.stop_grace))
-        print(f"dask: stopped {', '.join(stopped)}" if stopped else f"dask: forgot {', '.join(extra)} (not running)", flush=True)
+        print(
+            f"dask: stopped {', '.join(stopped)}" if stopped else f"dask: forgot {', '.join(extra)} (not running)",
+            flush=True,
+        )
     return started, len(extra)
 
 
@@ -147,7 +150,10 @@ def up(c, workers=None, worker_memory=None, port=None, worker_cpu=None) -> None:
     count, origin = choose_count(workers, recorded, c.config.dask.workers)
     state = recorded.get(SCHEDULER)
     scheduler_port, dashboard = choose_ports(port, state)
-    print(f"dask: scheduler and {count} worker(s) ({origin}), {threads} thread(s) and {format_memory(memory)} each", flush=True)
+    print(
+        f"dask: scheduler and {count} worker(s) ({origin}), {threads} thread(s) and {format_memory(memory)} each",
+        flush=True,
+    )
     result = local.ensure(
         c, SERVICE, scheduler_process(scheduler_port, dashboard), {"tcp": scheduler_port, "dashboard": dashboard},
         float(c.config.local.start_timeout),

@@ -81,7 +81,9 @@ def release_selector(release: str) -> str:
 def validate_release(name: str) -> str:
     # Helm caps release names at 53 characters.
     if len(name) > 53 or not DNS_LABEL.match(name):
-        raise PlaybookError(f"invalid release name {name!r}: use a DNS label of at most 53 characters such as 'dask-gateway'")
+        raise PlaybookError(
+            f"invalid release name {name!r}: use a DNS label of at most 53 characters such as 'dask-gateway'"
+        )
     return name
 
 
@@ -143,7 +145,9 @@ def local_digest(source: ChartSource) -> str | None:
     try:
         return chart_digest(Path(source.ref))
     except OSError as error:
-        raise PlaybookError(f"cannot read the chart {source.ref}: {error.strerror or error} ({error.filename})") from None
+        raise PlaybookError(
+            f"cannot read the chart {source.ref}: {error.strerror or error} ({error.filename})"
+        ) from None
 
 
 def local_chart_version(path: Path) -> str:
@@ -182,7 +186,9 @@ def prepare_chart(helm: Helm, source: ChartSource) -> None:
     name = source.ref.partition("/")[0]
     added = bool(source.repo) and helm.ensure_repo(*source.repo)
     if not source.repo and name not in helm.repos():
-        raise PlaybookError(f"helm repository {name!r} is not configured: run `helm repo add {name} URL` or pass --chart")
+        raise PlaybookError(
+            f"helm repository {name!r} is not configured: run `helm repo add {name} URL` or pass --chart"
+        )
     if helm.dry_run and added:
         return  # the repository was only shown, not added: there is no index to search
     if not helm.has_chart_version(source.ref, str(source.version)):
@@ -245,7 +251,9 @@ def overrides(c, release: str, password: str) -> dict:
             "resources": resources["gateway"],
             # A new password (the Secret was recreated) must restart the API pod, which reads it at start.
             "annotations": {DIGEST_ANNOTATION: config_hash(password)},
-            "env": [{"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(release), "key": "password"}}}],
+            "env": [
+                {"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(release), "key": "password"}}}
+            ],
             "backend": {
                 "image": _image(cfg.backend_image),
                 "scheduler": _cluster_pods("scheduler", plain(cfg.scheduler), c.config.security),
@@ -283,7 +291,9 @@ def choose_password(kubectl: Kubectl, release: str) -> str:
     password = read_password(kubectl, release)
     if password is None:
         password = secrets.token_urlsafe(32)
-        kubectl.out(f"{release}: {'would generate' if kubectl.dry_run else 'generated'} a password in Secret {secret_name(release)}")
+        kubectl.out(
+            f"{release}: {'would generate' if kubectl.dry_run else 'generated'} a password in Secret {secret_name(release)}"
+        )
     return password
 
 
@@ -330,7 +340,11 @@ def apply_crds(kubectl: Kubectl, docs: list[dict]) -> None:
     """
     names = [doc["metadata"]["name"] for doc in docs]
     if kubectl.dry_run:
-        line = shlex.join(kubectl.argv("apply", "--server-side", f"--field-manager={kubectl.field_manager}", "--force-conflicts", "-f", "-"))
+        line = shlex.join(
+            kubectl.argv(
+                "apply", "--server-side", f"--field-manager={kubectl.field_manager}", "--force-conflicts", "-f", "-"
+            )
+        )
         kubectl.out(f"$ {line}  # the chart's {len(docs)} CRDs: {', '.join(names)}")
         return
     changed = kubectl.apply(docs, timeout=180)
@@ -362,7 +376,13 @@ def _pod_state(pod: dict) -> str:
 
 
 def install(
-    helm: Helm, kubectl: Kubectl, release: str, source: ChartSource, extra: dict, timeout: float, description: str | None = None
+    helm: Helm,
+    kubectl: Kubectl,
+    release: str,
+    source: ChartSource,
+    extra: dict,
+    timeout: float,
+    description: str | None = None,
 ) -> None:
     """helm upgrade --install --wait, printing pod progress while helm waits and evidence if it fails.
 
@@ -383,11 +403,15 @@ def install(
     if not result.ok:
         kubectl.out(f"{release}: helm upgrade --install failed; evidence follows")
         kubectl.print_evidence(selector)
-        raise PlaybookError(f"{helm.failure(args, result)} (see the evidence above); fix the cause and run gateway.up again")
+        raise PlaybookError(
+            f"{helm.failure(args, result)} (see the evidence above); fix the cause and run gateway.up again"
+        )
     kubectl.out(f"{release}: {pods_line(kubectl.get_json('pods', selector))}")
 
 
-def unchanged(helm: Helm, release: str, existing: dict | None, source: ChartSource, values: dict, digest: str | None) -> bool:
+def unchanged(
+    helm: Helm, release: str, existing: dict | None, source: ChartSource, values: dict, digest: str | None
+) -> bool:
     """Whether the deployed release already has this chart and these values.
 
     A repository or OCI chart: the same chart version, and the latest revision was not made
@@ -611,11 +635,15 @@ def smoke_reports(c, target: Target, kubectl: Kubectl | None, name: str | None =
         ports = traefik_ports(kubectl, release)
         if ports is None:
             if name:
-                raise PlaybookError(f"gateway {release!r} is not installed in namespace {target.namespace}: run `invoke gateway.up`")
+                raise PlaybookError(
+                    f"gateway {release!r} is not installed in namespace {target.namespace}: run `invoke gateway.up`"
+                )
             continue
         password = read_password(kubectl, release)
         if password is None:
-            raise PlaybookError(f"gateway {release!r} has no password Secret {secret_name(release)}: run `invoke gateway.up`")
+            raise PlaybookError(
+                f"gateway {release!r} has no password Secret {secret_name(release)}: run `invoke gateway.up`"
+            )
         service = traefik_service(release)
         web, tcp = ports
 

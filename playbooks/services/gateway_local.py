@@ -90,11 +90,17 @@ def config_text(c, port: int, proxy_port: int) -> str:
         # distributed 2026.8 has no dask-scheduler / dask-worker commands.
         "LocalClusterConfig.scheduler_cmd": [dask, "scheduler"],
         "LocalClusterConfig.worker_cmd": [dask, "worker"],
-        "LocalClusterConfig.scheduler_memory": memory_bytes(cfg.scheduler.memory.limit, "gateway.scheduler.memory.limit"),
+        "LocalClusterConfig.scheduler_memory": memory_bytes(
+            cfg.scheduler.memory.limit, "gateway.scheduler.memory.limit"
+        ),
         "LocalClusterConfig.worker_memory": memory_bytes(cfg.worker.memory.limit, "gateway.worker.memory.limit"),
         "LocalClusterConfig.worker_threads": _threads(cfg.worker.threads),
     }
-    lines = ["# Written by datalab-playbooks (gateway.up, local mode); rewritten by every gateway.up.", "from pathlib import Path", ""]
+    lines = [
+        "# Written by datalab-playbooks (gateway.up, local mode); rewritten by every gateway.up.",
+        "from pathlib import Path",
+        "",
+    ]
     lines += [f"c.{key} = {value!r}" for key, value in settings.items()]
     lines.append(f"c.SimpleAuthenticator.password = Path({str(password_file(c))!r}).read_text().strip()")
     return "\n".join(lines) + "\n"
@@ -212,7 +218,9 @@ def print_access(c, port: int, proxy_port: int, show_password: bool = False) -> 
     api, proxy = addresses({"ports": {"http": port, "proxy": proxy_port}})
     print(f"gateway: address          {api}")
     print(f"gateway: proxy address    {proxy}")
-    print(f'gateway: from Python      Gateway("{api}", proxy_address="{proxy}", auth=BasicAuth("<any user name>", password))')
+    print(
+        f'gateway: from Python      Gateway("{api}", proxy_address="{proxy}", auth=BasicAuth("<any user name>", password))'
+    )
     if show_password:
         print(f"gateway: password         {password(c)}")
     else:

@@ -118,7 +118,9 @@ def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, s
     chosen_prefix = validate_prefix(prefix if prefix is not None else cfg.prefix)
     if storage not in (None, "local-s3", "env"):
         raise PlaybookError(f"unknown --storage {storage!r}: use local-s3 (the storage.up store) or env (AWS_*)")
-    no_env_storage = not any(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"))
+    no_env_storage = not any(
+        os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+    )
     if storage == "local-s3" or (storage is None and no_env_storage):
         if bucket:
             validate_bucket(bucket)
@@ -241,7 +243,9 @@ def smoke_reports(c, target: Target, kubectl: Kubectl | None, name: str | None =
     for inst in instances:
         state = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst))
         if not state.get("items"):
-            raise PlaybookError(f"mlflow {inst!r} is not deployed in namespace {target.namespace}: run `invoke mlflow.up`")
+            raise PlaybookError(
+                f"mlflow {inst!r} is not deployed in namespace {target.namespace}: run `invoke mlflow.up`"
+            )
         bucket, prefix = artifact_destination(state["items"][0])
 
         def check(endpoint, inst=inst, bucket=bucket, prefix=prefix) -> Report:
@@ -275,7 +279,9 @@ def logs(c, lines=50, namespace=None, mode=None):
         print(mlflow_local.logs(c, int(lines)) or "mlflow: no log yet")
         return
     kubectl = kubectl_for(c, target)
-    result = kubectl.run("logs", "-l", managed_selector(SERVICE), "--all-containers", "--prefix", f"--tail={int(lines)}")
+    result = kubectl.run(
+        "logs", "-l", managed_selector(SERVICE), "--all-containers", "--prefix", f"--tail={int(lines)}"
+    )
     print(result.stdout.rstrip() or "mlflow: no log yet")
 
 

@@ -130,7 +130,11 @@ def smoke_reports(c) -> list[Report]:
         candidates = [running[0] if running and running[1] == bucket else None, s3_from_env(os.environ, required=False)]
         candidates = [found for found in candidates if found is not None]
         # The store the server was started with: a local store and AWS_* may share a bucket name.
-        used = [found for found in candidates if config_hash(found.public_env(), found.credentials()) == state["inputs"].get("s3")]
+        used = [
+            found
+            for found in candidates
+            if config_hash(found.public_env(), found.credentials()) == state["inputs"].get("s3")
+        ]
         s3 = (used or candidates or [None])[0]
     url = f"http://127.0.0.1:{state['ports']['http']}"
     print(f"mlflow: checking {url} (local process)", flush=True)

@@ -53,7 +53,14 @@ def up(c, bucket=None, port=None, name=None, namespace=None, mode=None, dry_run=
     storage_cluster.up(c, resolve_target(c, namespace, mode), bucket, instance, dry_run)
 
 
-@task(help={"purge": "Also delete the data (volume, or local credentials) and the credentials Secret.", "name": NAME_HELP, "dry-run": "Print what would be deleted; change nothing.", **HELP})
+@task(
+    help={
+        "purge": "Also delete the data (volume, or local credentials) and the credentials Secret.",
+        "name": NAME_HELP,
+        "dry-run": "Print what would be deleted; change nothing.",
+        **HELP,
+    }
+)
 def down(c, purge=False, name=None, namespace=None, mode=None, dry_run=False):
     """Remove the object store; keeps its data and credentials unless --purge."""
     instance = _name(c, name)
@@ -92,7 +99,14 @@ def logs(c, lines=50, name=None, namespace=None, mode=None):
         print(local.tail_log(c, "storage", "storage", int(lines)) or "storage: no log yet")
         return
     kubectl = kubectl_for(c, target)
-    result = kubectl.run("logs", "-l", managed_selector(storage_cluster.SERVICE, instance), "--all-containers", "--prefix", f"--tail={int(lines)}")
+    result = kubectl.run(
+        "logs",
+        "-l",
+        managed_selector(storage_cluster.SERVICE, instance),
+        "--all-containers",
+        "--prefix",
+        f"--tail={int(lines)}",
+    )
     print(result.stdout.rstrip() or "storage: no log yet")
 
 

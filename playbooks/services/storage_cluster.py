@@ -131,7 +131,11 @@ def print_env(c, target: Target, kubectl: Kubectl, name: str) -> None:
     flags = shlex.join(target.kubectl_flags())
     get = f"kubectl {flags} get secret {secret_name(name)} -o jsonpath"
     print(f"{name}: {'ready' if ready else 'NOT ready'}, bucket {bucket}; inside the cluster:")
-    print(f"export AWS_ENDPOINT_URL=http://{name}.{target.namespace}.svc:9000 AWS_REGION={REGION} WORKSHOP_NAMESPACE={bucket}")
+    print(
+        f"export AWS_ENDPOINT_URL=http://{name}.{target.namespace}.svc:9000 AWS_REGION={REGION} WORKSHOP_NAMESPACE={bucket}"
+    )
     print(f"export AWS_ACCESS_KEY_ID=\"$({get}='{{.data.AWS_ACCESS_KEY_ID}}' | base64 -d)\"")
     print(f"export AWS_SECRET_ACCESS_KEY=\"$({get}='{{.data.AWS_SECRET_ACCESS_KEY}}' | base64 -d)\"")
-    print(f"{name}: from outside: kubectl {flags} port-forward service/{name} 9000:9000, then AWS_ENDPOINT_URL=http://127.0.0.1:9000")
+    print(
+        f"{name}: from outside: kubectl {flags} port-forward service/{name} 9000:9000, then AWS_ENDPOINT_URL=http://127.0.0.1:9000"
+    )

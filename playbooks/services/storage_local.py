@@ -20,7 +20,10 @@ def _credentials(c) -> dict[str, str]:
     if path.exists():
         return json.loads(path.read_text())
     path.parent.mkdir(parents=True, exist_ok=True)
-    creds = {"AWS_ACCESS_KEY_ID": "AKLOCAL" + secrets.token_hex(6).upper(), "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
+    creds = {
+        "AWS_ACCESS_KEY_ID": "AKLOCAL" + secrets.token_hex(6).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+    }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(creds, out)
@@ -53,7 +56,11 @@ def up(c, bucket=None, port=None) -> None:
     chosen_port = local.choose_port(port, previous=state)
     argv = [local.tool("moto_server"), "-H", "127.0.0.1", "-p", str(chosen_port)]
     process = local.Process(
-        SERVICE, argv, local.quiet_env(), health_url=f"http://127.0.0.1:{chosen_port}/moto-api/", inputs={"bucket": chosen}
+        SERVICE,
+        argv,
+        local.quiet_env(),
+        health_url=f"http://127.0.0.1:{chosen_port}/moto-api/",
+        inputs={"bucket": chosen},
     )
     result = local.ensure(c, SERVICE, process, {"http": chosen_port}, float(c.config.local.start_timeout))
     found = settings(c)

@@ -233,7 +233,10 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "envtest", "cluster": {"server": self.server, "certificate-authority": str(self.workdir / "serving.crt")}}
+                {
+                    "name": "envtest",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.workdir / "serving.crt")},
+                }
             ],
             "users": [{"name": name, "user": {"token": token}}],
             "contexts": [{"name": context, "context": ctx}],

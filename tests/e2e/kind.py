@@ -140,9 +140,7 @@ def install_vcluster(admin_kubeconfig: Path, name: str, namespace: str) -> Path:
         float(vc["timeout"]), env=env, out=print,
     )  # fmt: skip
     path = admin_kubeconfig.parent / f"{name}.kubeconfig"
-    return write_vcluster_kubeconfig(
-        "kubectl", admin_kubeconfig, context, name, namespace, server, vc["context"], path
-    )
+    return write_vcluster_kubeconfig("kubectl", admin_kubeconfig, context, name, namespace, server, vc["context"], path)
 
 
 def token_kubeconfig(admin_kubeconfig: Path, path: Path, token: str, namespace: str, context: str = "session") -> Path:

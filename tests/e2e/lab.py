@@ -88,7 +88,10 @@ def images_on_node() -> set[str]:
 
 def missing_images(wanted: list[str]) -> list[str]:
     have = images_on_node()
-    full = {name: name if "/" in name.split(":")[0] and "." in name.split("/")[0] else f"docker.io/{name}" for name in wanted}
+    full = {
+        name: name if "/" in name.split(":")[0] and "." in name.split("/")[0] else f"docker.io/{name}"
+        for name in wanted
+    }
     for name, ref in list(full.items()):
         if ref.startswith("docker.io/") and ref.count("/") == 1:
             full[name] = ref.replace("docker.io/", "docker.io/library/")
@@ -127,7 +130,9 @@ def container_memory(pods: list[dict]) -> list[ContainerMemory]:
         folder = _pod_cgroup(pod["metadata"]["uid"])
         if folder is None:
             continue
-        limits = {c["name"]: (c.get("resources") or {}).get("limits", {}).get("memory") for c in pod["spec"]["containers"]}
+        limits = {
+            c["name"]: (c.get("resources") or {}).get("limits", {}).get("memory") for c in pod["spec"]["containers"]
+        }
         for status in pod.get("status", {}).get("containerStatuses") or []:
             cid = (status.get("containerID") or "").removeprefix("containerd://")
             path = folder / cid
@@ -135,5 +140,12 @@ def container_memory(pods: list[dict]) -> list[ContainerMemory]:
                 continue
             peak = int((path / "memory.max_usage_in_bytes").read_text())
             limit = int((path / "memory.limit_in_bytes").read_text())
-            found.append(ContainerMemory(pod["metadata"]["name"], status["name"], peak, 0 if limit >= 2**62 or not limits.get(status["name"]) else limit))
+            found.append(
+                ContainerMemory(
+                    pod["metadata"]["name"],
+                    status["name"],
+                    peak,
+                    0 if limit >= 2**62 or not limits.get(status["name"]) else limit,
+                )
+            )
     return found

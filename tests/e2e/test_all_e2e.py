@@ -1,6 +1,5 @@
 """`up`, `status` and `down` for every service the mode allows, together, against a real API server."""
 
-
 import pytest
 
 

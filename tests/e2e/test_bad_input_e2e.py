@@ -49,67 +49,213 @@ class Case:
 
 CASES = [
     # ---- credentials, namespaces, modes
-    Case("namespace that does not exist", ["mlflow.up", "--namespace", "{ns}-missing"],
-         {"namespace": "may not create", "vcluster": "namespace {ns}-missing does not exist: create it"}),
-    Case("vcluster mode with namespace credentials", ["mlflow.up", "--mode", "vcluster"],
-         "--mode vcluster needs rights to create CRDs", modes=NAMESPACE_ONLY),
-    Case("gateway in namespace mode", ["gateway.up", "--chart", str(STANDIN_CHART)], NOT_VCLUSTER, modes=NAMESPACE_ONLY),
-    Case("expired token", ["mlflow.up"], ("rejected the credentials", "refresh the kubeconfig"), {"KUBECONFIG": "@stale"}),
+    Case(
+        "namespace that does not exist",
+        ["mlflow.up", "--namespace", "{ns}-missing"],
+        {"namespace": "may not create", "vcluster": "namespace {ns}-missing does not exist: create it"},
+    ),
+    Case(
+        "vcluster mode with namespace credentials",
+        ["mlflow.up", "--mode", "vcluster"],
+        "--mode vcluster needs rights to create CRDs",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "gateway in namespace mode", ["gateway.up", "--chart", str(STANDIN_CHART)], NOT_VCLUSTER, modes=NAMESPACE_ONLY
+    ),
+    Case(
+        "expired token", ["mlflow.up"], ("rejected the credentials", "refresh the kubeconfig"), {"KUBECONFIG": "@stale"}
+    ),
     Case("expired token: dask.scale", ["dask.scale", "1"], "rejected the credentials", {"KUBECONFIG": "@stale"}),
     # ---- kubectl and helm
-    Case("missing kubectl", ["mlflow.up"], "/nonexistent/kubectl not found: install kubectl or set tools.kubectl",
-         {"INVOKE_TOOLS_KUBECTL": "/nonexistent/kubectl"}),
+    Case(
+        "missing kubectl",
+        ["mlflow.up"],
+        "/nonexistent/kubectl not found: install kubectl or set tools.kubectl",
+        {"INVOKE_TOOLS_KUBECTL": "/nonexistent/kubectl"},
+    ),
     Case("kubectl too old", ["mlflow.up"], ("kubectl 1.20.0", "too old"), {"PATH": "@old-kubectl"}),
-    Case("missing helm", ["gateway.up", "--chart", str(STANDIN_CHART)],
-         {"namespace": NOT_VCLUSTER, "vcluster": ("/nonexistent/helm not found", "install helm")},
-         {"INVOKE_TOOLS_HELM": "/nonexistent/helm"}),
-    Case("helm too old", ["gateway.up", "--chart", str(STANDIN_CHART)],
-         {"namespace": NOT_VCLUSTER, "vcluster": ("helm", "too old")}, {"PATH": "@old-helm"}),
+    Case(
+        "missing helm",
+        ["gateway.up", "--chart", str(STANDIN_CHART)],
+        {"namespace": NOT_VCLUSTER, "vcluster": ("/nonexistent/helm not found", "install helm")},
+        {"INVOKE_TOOLS_HELM": "/nonexistent/helm"},
+    ),
+    Case(
+        "helm too old",
+        ["gateway.up", "--chart", str(STANDIN_CHART)],
+        {"namespace": NOT_VCLUSTER, "vcluster": ("helm", "too old")},
+        {"PATH": "@old-helm"},
+    ),
     Case("helm too old: gateway.status", ["gateway.status"], ("helm", "too old"), {"PATH": "@old-helm"}),
-    Case("chart version that does not exist", ["gateway.up"], {"namespace": NOT_VCLUSTER, "vcluster": ("has no version 9.9.9", "set gateway.chart_version")},
-         {"INVOKE_GATEWAY_REPO_URL": "@chart-repo", "INVOKE_GATEWAY_CHART_VERSION": "9.9.9"}),
+    Case(
+        "chart version that does not exist",
+        ["gateway.up"],
+        {"namespace": NOT_VCLUSTER, "vcluster": ("has no version 9.9.9", "set gateway.chart_version")},
+        {"INVOKE_GATEWAY_REPO_URL": "@chart-repo", "INVOKE_GATEWAY_CHART_VERSION": "9.9.9"},
+    ),
     # ---- object storage
-    Case("bucket missing on the S3 server", ["mlflow.up", "--bucket", "ws-missing"], ("bucket ws-missing", "does not exist")),
+    Case(
+        "bucket missing on the S3 server",
+        ["mlflow.up", "--bucket", "ws-missing"],
+        ("bucket ws-missing", "does not exist"),
+    ),
     Case("S3 endpoint unreachable", ["mlflow.up"], "cannot reach S3 endpoint", {"AWS_ENDPOINT_URL": "@dead"}),
     Case("half-set AWS credentials", ["mlflow.up"], "export AWS_SECRET_ACCESS_KEY too", {"AWS_SECRET_ACCESS_KEY": ""}),
     Case("no object store to use", ["mlflow.up", "--storage", "local-s3"], "run `invoke storage.up` first"),
     # ---- worker counts and resources
-    Case("dask.up --workers -1", ["dask.up", "--workers", "-1"], "--workers must be a whole number from 0 to 50, got '-1'", modes=NAMESPACE_ONLY),
-    Case("dask.up --workers 100000", ["dask.up", "--workers", "100000"], "--workers must be a whole number from 0 to 50", modes=NAMESPACE_ONLY),
-    Case("dask.scale -2", ["dask.scale", "-2"], "the worker count must be a whole number from 0 to 50, got '-2'", modes=NAMESPACE_ONLY),
-    Case("dask.scale of a cluster not deployed", ["dask.scale", "0", "--name", "nope"], "dask 'nope' is not deployed in namespace {ns}: run `invoke dask.up`"),
-    Case("worker memory 'lots'", ["dask.up"], "limits.memory 'lots' is not a memory quantity", {"INVOKE_DASK_WORKER_RESOURCES_LIMITS_MEMORY": "lots"},
-         modes=NAMESPACE_ONLY),
-    Case("worker cpu -1 in invoke.yaml", ["dask.up"], "dask.worker_resources.limits.cpu '-1' is not a CPU quantity",
-         files={"invoke.yaml": "dask:\n  worker_resources:\n    limits: {cpu: '-1'}\n"}, modes=NAMESPACE_ONLY),
-    Case("mlflow memory 'lots' in invoke.yaml", ["mlflow.up"], "mlflow.resources.limits.memory 'lots' is not a memory quantity",
-         files={"invoke.yaml": "mlflow:\n  resources:\n    limits: {memory: lots}\n"}),
-    Case("malformed invoke.yaml", ["mlflow.up"], ("cannot load the configuration", "invoke.yaml"),
-         files={"invoke.yaml": "mlflow:\n  bucket: [ws-frank\n"}, modes=NAMESPACE_ONLY),
-    Case("invoke.yaml: a word for seconds", ["dask.up"], "setting dask.rollout_timeout is 'soon', which is not a number",
-         files={"invoke.yaml": "dask:\n  rollout_timeout: soon\n"}, modes=NAMESPACE_ONLY),
+    Case(
+        "dask.up --workers -1",
+        ["dask.up", "--workers", "-1"],
+        "--workers must be a whole number from 0 to 50, got '-1'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "dask.up --workers 100000",
+        ["dask.up", "--workers", "100000"],
+        "--workers must be a whole number from 0 to 50",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "dask.scale -2",
+        ["dask.scale", "-2"],
+        "the worker count must be a whole number from 0 to 50, got '-2'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "dask.scale of a cluster not deployed",
+        ["dask.scale", "0", "--name", "nope"],
+        "dask 'nope' is not deployed in namespace {ns}: run `invoke dask.up`",
+    ),
+    Case(
+        "worker memory 'lots'",
+        ["dask.up"],
+        "limits.memory 'lots' is not a memory quantity",
+        {"INVOKE_DASK_WORKER_RESOURCES_LIMITS_MEMORY": "lots"},
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "worker cpu -1 in invoke.yaml",
+        ["dask.up"],
+        "dask.worker_resources.limits.cpu '-1' is not a CPU quantity",
+        files={"invoke.yaml": "dask:\n  worker_resources:\n    limits: {cpu: '-1'}\n"},
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "mlflow memory 'lots' in invoke.yaml",
+        ["mlflow.up"],
+        "mlflow.resources.limits.memory 'lots' is not a memory quantity",
+        files={"invoke.yaml": "mlflow:\n  resources:\n    limits: {memory: lots}\n"},
+    ),
+    Case(
+        "malformed invoke.yaml",
+        ["mlflow.up"],
+        ("cannot load the configuration", "invoke.yaml"),
+        files={"invoke.yaml": "mlflow:\n  bucket: [ws-frank\n"},
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "invoke.yaml: a word for seconds",
+        ["dask.up"],
+        "setting dask.rollout_timeout is 'soon', which is not a number",
+        files={"invoke.yaml": "dask:\n  rollout_timeout: soon\n"},
+        modes=NAMESPACE_ONLY,
+    ),
     # ---- whole-stack tasks
     Case("up --only nope", ["up", "--only", "nope"], "unknown service nope: choose from mlflow, dask, gateway"),
     Case("down --only nope", ["down", "--only", "nope"], "unknown service nope"),
-    Case("status --namespace Bad_NS", ["status", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'", modes=NAMESPACE_ONLY),
-    Case("smoke --namespace Bad_NS", ["smoke", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'", modes=NAMESPACE_ONLY),
-    Case("target --namespace Bad_NS", ["target", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'", modes=NAMESPACE_ONLY),
+    Case(
+        "status --namespace Bad_NS",
+        ["status", "--namespace", "Bad_NS"],
+        "invalid namespace 'Bad_NS'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "smoke --namespace Bad_NS",
+        ["smoke", "--namespace", "Bad_NS"],
+        "invalid namespace 'Bad_NS'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "target --namespace Bad_NS",
+        ["target", "--namespace", "Bad_NS"],
+        "invalid namespace 'Bad_NS'",
+        modes=NAMESPACE_ONLY,
+    ),
     # ---- a bad flag for each service task
-    Case("mlflow.down --name", ["mlflow.down", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", modes=NAMESPACE_ONLY),
-    Case("mlflow.status --name", ["mlflow.status", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", modes=NAMESPACE_ONLY),
-    Case("mlflow.smoke of an instance not deployed", ["mlflow.smoke", "--name", "nope"], "mlflow 'nope' is not deployed in namespace {ns}"),
-    Case("mlflow.logs --lines lots", ["mlflow.logs", "--lines", "lots"], "--lines 'lots' is not a whole number", modes=NAMESPACE_ONLY),
+    Case(
+        "mlflow.down --name",
+        ["mlflow.down", "--name", "Bad_Name"],
+        "invalid service name 'Bad_Name'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "mlflow.status --name",
+        ["mlflow.status", "--name", "Bad_Name"],
+        "invalid service name 'Bad_Name'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "mlflow.smoke of an instance not deployed",
+        ["mlflow.smoke", "--name", "nope"],
+        "mlflow 'nope' is not deployed in namespace {ns}",
+    ),
+    Case(
+        "mlflow.logs --lines lots",
+        ["mlflow.logs", "--lines", "lots"],
+        "--lines 'lots' is not a whole number",
+        modes=NAMESPACE_ONLY,
+    ),
     Case("dask.down --name", ["dask.down", "--name", "Bad_Name"], "invalid Dask name 'Bad_Name'", modes=NAMESPACE_ONLY),
-    Case("dask.status --name", ["dask.status", "--name", "Bad_Name"], "invalid Dask name 'Bad_Name'", modes=NAMESPACE_ONLY),
-    Case("dask.smoke of a cluster not deployed", ["dask.smoke", "--name", "nope"], "dask 'nope' is not deployed in namespace {ns}"),
-    Case("dask.logs --lines -5", ["dask.logs", "--lines", "-5"], "--lines '-5' is not a whole number", modes=NAMESPACE_ONLY),
-    Case("dask.dashboard of a cluster not deployed", ["dask.dashboard", "--name", "nope"], "dask 'nope' is not deployed in namespace {ns}"),
+    Case(
+        "dask.status --name",
+        ["dask.status", "--name", "Bad_Name"],
+        "invalid Dask name 'Bad_Name'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "dask.smoke of a cluster not deployed",
+        ["dask.smoke", "--name", "nope"],
+        "dask 'nope' is not deployed in namespace {ns}",
+    ),
+    Case(
+        "dask.logs --lines -5",
+        ["dask.logs", "--lines", "-5"],
+        "--lines '-5' is not a whole number",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "dask.dashboard of a cluster not deployed",
+        ["dask.dashboard", "--name", "nope"],
+        "dask 'nope' is not deployed in namespace {ns}",
+    ),
     Case("storage.up --bucket", ["storage.up", "--bucket", "Bad_B"], "invalid bucket name 'Bad_B'"),
-    Case("storage.down --name", ["storage.down", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", modes=NAMESPACE_ONLY),
-    Case("storage.status --name", ["storage.status", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", modes=NAMESPACE_ONLY),
-    Case("storage.logs --lines lots", ["storage.logs", "--lines", "lots"], "--lines 'lots' is not a whole number", modes=NAMESPACE_ONLY),
-    Case("gateway.down --timeout -1", ["gateway.down", "--timeout", "-1"], "invalid --timeout '-1'", modes=NAMESPACE_ONLY),
-    Case("gateway.smoke of a release not installed", ["gateway.smoke", "--release", "nope"], "gateway 'nope' is not installed in namespace {ns}"),
+    Case(
+        "storage.down --name",
+        ["storage.down", "--name", "Bad_Name"],
+        "invalid service name 'Bad_Name'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "storage.status --name",
+        ["storage.status", "--name", "Bad_Name"],
+        "invalid service name 'Bad_Name'",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "storage.logs --lines lots",
+        ["storage.logs", "--lines", "lots"],
+        "--lines 'lots' is not a whole number",
+        modes=NAMESPACE_ONLY,
+    ),
+    Case(
+        "gateway.down --timeout -1", ["gateway.down", "--timeout", "-1"], "invalid --timeout '-1'", modes=NAMESPACE_ONLY
+    ),
+    Case(
+        "gateway.smoke of a release not installed",
+        ["gateway.smoke", "--release", "nope"],
+        "gateway 'nope' is not installed in namespace {ns}",
+    ),
 ]
 RUNS = [pytest.param(mode, case, id=f"{mode}-{case.id}") for mode in MODES for case in CASES if mode in case.modes]
 
@@ -152,9 +298,13 @@ def chart_repository(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("chart-repo")
     env = {**os.environ, "HOME": str(folder)}
-    subprocess.run(["helm", "package", str(STANDIN_CHART), "-d", str(folder)], check=True, capture_output=True, timeout=60, env=env)
+    subprocess.run(
+        ["helm", "package", str(STANDIN_CHART), "-d", str(folder)], check=True, capture_output=True, timeout=60, env=env
+    )
     url = f"http://127.0.0.1:{free_port()}"
-    subprocess.run(["helm", "repo", "index", str(folder), "--url", url], check=True, capture_output=True, timeout=60, env=env)
+    subprocess.run(
+        ["helm", "repo", "index", str(folder), "--url", url], check=True, capture_output=True, timeout=60, env=env
+    )
     log = folder.parent / f"{folder.name}.log"
     port = url.rpartition(":")[2]
     server = start([sys.executable, "-m", "http.server", port, "--bind", "127.0.0.1", "-d", str(folder)], env, log)
@@ -171,7 +321,11 @@ def deploy(mode: str, target, s3_server, tmp: Path, cleanups: list) -> Session:
     namespace = f"pb-{worker}-bad-{uuid.uuid4().hex[:6]}"
     cleanups.append(lambda: target.kubectl("delete", "namespace", namespace, "--wait=false", check=False))
     if mode == "namespace":
-        cleanups.append(lambda: target.kubectl("delete", "clusterrole,clusterrolebinding", f"{namespace}-namespace-reader", check=False))
+        cleanups.append(
+            lambda: target.kubectl(
+                "delete", "clusterrole,clusterrolebinding", f"{namespace}-namespace-reader", check=False
+            )
+        )
     session = new_session(target, mode, namespace, tmp, s3_server)
     ups = [session.run("up", "--only", "mlflow,dask", "--workers", "1")]
     if mode == "vcluster":
@@ -225,12 +379,16 @@ def old_tool(folder: Path, name: str, version_args: str, answer: str, path: str)
     assert real, f"{name} is not installed"
     script = folder / "old-tools" / name
     script.parent.mkdir(exist_ok=True)
-    script.write_text(f'#!/bin/sh\ncase "$*" in\n  {version_args}) printf \'%s\\n\' \'{answer}\'; exit 0;;\nesac\nexec {real} "$@"\n')
+    script.write_text(
+        f"#!/bin/sh\ncase \"$*\" in\n  {version_args}) printf '%s\\n' '{answer}'; exit 0;;\nesac\nexec {real} \"$@\"\n"
+    )
     script.chmod(0o755)
     return f"{script.parent}{os.pathsep}{path}"
 
 
-OLD_KUBECTL = json.dumps({"clientVersion": {"major": "1", "minor": "20", "gitVersion": "v1.20.0", "platform": "linux/amd64"}})
+OLD_KUBECTL = json.dumps(
+    {"clientVersion": {"major": "1", "minor": "20", "gitVersion": "v1.20.0", "platform": "linux/amd64"}}
+)
 
 
 def case_env(case: Case, session: Session, folder: Path, request) -> dict[str, str]:
@@ -267,7 +425,9 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(mode: str, case: Case, 
     for path, text in zip(written, case.files.values(), strict=True):
         path.write_text(text)
     before, spaces = listing(session), namespaces(session)
-    assert before["namespace"] and (mode == "namespace" or before["helm"]), "nothing deployed to compare: it proves nothing"
+    assert before["namespace"] and (mode == "namespace" or before["helm"]), (
+        "nothing deployed to compare: it proves nothing"
+    )
     try:
         result = session.run(*args, env=env, timeout=120)
     finally:

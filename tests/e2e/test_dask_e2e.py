@@ -26,7 +26,9 @@ def set_quota(session, cpu: str, memory: str) -> None:
     # Admission refuses every pod until the quota controller has filled in the status.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        quota = json.loads(session.cluster.kubectl("get", "resourcequota", "medium", "-n", session.namespace, "-o", "json").stdout)
+        quota = json.loads(
+            session.cluster.kubectl("get", "resourcequota", "medium", "-n", session.namespace, "-o", "json").stdout
+        )
         if quota.get("status", {}).get("hard"):
             return
         time.sleep(0.5)
@@ -73,14 +75,19 @@ def test_dry_run_changes_nothing(session):
 def test_scale_of_nothing_names_the_fix(session):
     result = session.run("dask.scale", "3")
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: dask 'dask' is not deployed in namespace {session.namespace}: run `invoke dask.up`"
+    assert (
+        result.stderr.strip()
+        == f"error: dask 'dask' is not deployed in namespace {session.namespace}: run `invoke dask.up`"
+    )
 
 
 def test_mlflow_dask_and_the_smoke_job_fit_the_medium_quota(session):
     set_quota(session, "2", "2Gi")
     ok(session.run("mlflow.up"))
     ok(session.run("dask.up"))
-    used = json.loads(session.cluster.kubectl("get", "resourcequota", "medium", "-n", session.namespace, "-o", "json").stdout)
+    used = json.loads(
+        session.cluster.kubectl("get", "resourcequota", "medium", "-n", session.namespace, "-o", "json").stdout
+    )
     assert used["spec"]["hard"] == {"limits.cpu": "2", "limits.memory": "2Gi"}
     # No real kubelet: the Job's pod is admitted but prints nothing, so no report can pass.
     # (The short deadline ends it should the fake kubelet leave it running.)
@@ -111,7 +118,9 @@ def test_a_rollout_needs_no_room_beyond_the_quota_and_a_job_over_it_is_refused_b
     smoke = session.run("dask.smoke", "--in-cluster", "--timeout", "30")
     assert smoke.returncode == 1
     line = smoke.stderr.strip()
-    assert "\n" not in line and line.startswith(f"error: dask.smoke --in-cluster does not fit the quota of namespace {session.namespace}: "), line
+    assert "\n" not in line and line.startswith(
+        f"error: dask.smoke --in-cluster does not fit the quota of namespace {session.namespace}: "
+    ), line
     assert "limits.cpu needs 250m more, 100m of 1300m left (quota medium)" in line
     assert "limits.memory needs 128Mi more, 24Mi of 1280Mi left (quota medium)" in line
     assert time.monotonic() - started < 60

@@ -59,7 +59,10 @@ def test_storage_down_keeps_volume_and_credentials_and_up_reuses_them(session):
     assert volume and secret and claim_of(session, "storage") == "storage-data"
 
     ok(session, "storage.down", "--purge", "--dry-run")
-    assert uid(session, "pvc/storage-data") == volume and uid(session, "secret/storage-credentials") == secret["metadata"]["uid"]
+    assert (
+        uid(session, "pvc/storage-data") == volume
+        and uid(session, "secret/storage-credentials") == secret["metadata"]["uid"]
+    )
 
     down = ok(session, "storage.down")
     assert "kept persistentvolumeclaim/storage-data" in down.stdout and "kept secret/storage-credentials" in down.stdout
@@ -93,7 +96,9 @@ def test_root_down_keeps_every_data_holding_object_and_only_purge_deletes_them(a
     assert {what: uid(session, what) for what in data} == before, "down without --purge keeps the data"
     assert get(session, "deployment/mlflow") is None and get(session, "deployment/dask-scheduler") is None
     if gateway:
-        assert session.cluster.kubectl("get", CRD, "-o", "jsonpath={.metadata.uid}").stdout == crd, "the gateway's CRDs stay"
+        assert session.cluster.kubectl("get", CRD, "-o", "jsonpath={.metadata.uid}").stdout == crd, (
+            "the gateway's CRDs stay"
+        )
 
     ok(session, "up")
     assert uid(session, "pvc/mlflow-db") == before["pvc/mlflow-db"], "up reuses the database volume"

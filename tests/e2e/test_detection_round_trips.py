@@ -81,10 +81,15 @@ def credentials(session):
     # The vCluster session's admin token is also the fake kubelet's: give detection its own admin.
     binding = f"{ns}-vcluster-admin"
     cluster.kubectl("create", "serviceaccount", "vcluster-admin", "-n", ns)
-    cluster.kubectl("create", "clusterrolebinding", binding, "--clusterrole=cluster-admin", f"--serviceaccount={ns}:vcluster-admin")
+    cluster.kubectl(
+        "create", "clusterrolebinding", binding, "--clusterrole=cluster-admin", f"--serviceaccount={ns}:vcluster-admin"
+    )
     token = cluster.kubectl("create", "token", "vcluster-admin", "-n", ns, "--duration=1h").stdout.strip()
     try:
-        yield cluster.plane.write_kubeconfig(f"vcluster-admin-{ns}", token), f"system:serviceaccount:{ns}:vcluster-admin"
+        yield (
+            cluster.plane.write_kubeconfig(f"vcluster-admin-{ns}", token),
+            f"system:serviceaccount:{ns}:vcluster-admin",
+        )
     finally:
         cluster.kubectl("delete", "clusterrolebinding", binding, check=False)
 

@@ -153,12 +153,18 @@ def chart_repository(gw, chart, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     helm = ["helm", "--repository-config", str(tmp_path / "repositories.yaml")]
-    subprocess.run([*helm, "package", str(chart), "-d", str(repo)], check=True, capture_output=True, timeout=60, env=gw.env)
+    subprocess.run(
+        [*helm, "package", str(chart), "-d", str(repo)], check=True, capture_output=True, timeout=60, env=gw.env
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    subprocess.run([*helm, "repo", "index", str(repo), "--url", url], check=True, capture_output=True, timeout=60, env=gw.env)
+    subprocess.run(
+        [*helm, "repo", "index", str(repo), "--url", url], check=True, capture_output=True, timeout=60, env=gw.env
+    )
     log = tmp_path / "http.log"
-    server = start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(repo)], gw.env, log)
+    server = start(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(repo)], gw.env, log
+    )
     try:
         wait_until(lambda: http_ok(f"{url}/index.yaml"), 20, "chart repository", server, log)
         yield url
@@ -171,7 +177,9 @@ def test_repository_chart_is_added_once_and_installed(gw, chart_repository):
     env = {"INVOKE_GATEWAY_REPO_URL": chart_repository}
     first = gw.run("gateway.up", "--namespace", gw.namespace, env=env, timeout=400)
     assert first.returncode == 0, first.stdout + first.stderr
-    repos = subprocess.run(["helm", "repo", "list", "-o", "json"], capture_output=True, text=True, env=gw.env, check=True)
+    repos = subprocess.run(
+        ["helm", "repo", "list", "-o", "json"], capture_output=True, text=True, env=gw.env, check=True
+    )
     assert json.loads(repos.stdout) == [{"name": "dask", "url": chart_repository}]
     (release,) = helm_releases(gw)
     assert release["chart"] == "dask-gateway-2026.3.0"

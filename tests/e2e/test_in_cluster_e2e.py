@@ -85,7 +85,9 @@ def test_a_session_pod_with_only_its_service_account_detects_namespace_mode_and_
 
         # Every kubectl call after detection pins that kubeconfig (they pass --namespace).
         status = run("dask.status")
-        assert status.returncode == 0 and f"dask: not deployed in namespace {ns}" in status.stdout, status.stdout + status.stderr
+        assert status.returncode == 0 and f"dask: not deployed in namespace {ns}" in status.stdout, (
+            status.stdout + status.stderr
+        )
         up = run("dask.up", "--workers", "1")
         assert up.returncode == 0, up.stdout + up.stderr
         ready = cluster.kubectl("get", "deployment/dask-worker", "-n", ns, "-o", "jsonpath={.status.readyReplicas}")

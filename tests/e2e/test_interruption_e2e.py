@@ -15,7 +15,12 @@ ONLY = ("--only", "mlflow,dask")
 
 def start_up(session) -> subprocess.Popen:
     return subprocess.Popen(
-        [CLI, "up", *ONLY], cwd=session.tmp, env=session.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [CLI, "up", *ONLY],
+        cwd=session.tmp,
+        env=session.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -66,5 +71,7 @@ def test_two_concurrent_ups_end_consistent(session):
     assert all(r.returncode == 0 for r in results), [r.stdout + r.stderr for r in results]
     names = session.labelled()
     assert len(names) == len(set(names)) == 6
-    pods = session.cluster.kubectl("get", "pods", "-n", session.namespace, "-l", "app.kubernetes.io/name=mlflow", "-o", "name").stdout.split()
+    pods = session.cluster.kubectl(
+        "get", "pods", "-n", session.namespace, "-l", "app.kubernetes.io/name=mlflow", "-o", "name"
+    ).stdout.split()
     assert len(pods) == 1

@@ -14,7 +14,9 @@ def test_up_is_idempotent_and_down_removes_what_up_made(session):
     first = session.run("mlflow.up")
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"target: {session.mode} mode, namespace {session.namespace}" in first.stdout
-    assert ("bucket from WORKSHOP_NAMESPACE" if not session.cluster.pods_run else "bucket from the storage service") in first.stdout
+    assert (
+        "bucket from WORKSHOP_NAMESPACE" if not session.cluster.pods_run else "bucket from the storage service"
+    ) in first.stdout
     assert "mlflow: applied changes" in first.stdout and "mlflow: ready after" in first.stdout
     no_secrets(first)
     objects = session.objects()
@@ -105,9 +107,19 @@ def test_namespace_mode_cannot_write_elsewhere(session):
     assert result.returncode == 1
     line = result.stderr.strip()
     assert "\n" not in line and "may not create" in line and "Traceback" not in result.stderr
-    assert session.cluster.kubectl(
-        "get", "all,secrets,pvc,cm", "-n", f"{session.namespace}-other", "-l", "app.kubernetes.io/managed-by=datalab-playbooks", "-o", "name"
-    ).stdout.strip() == ""
+    assert (
+        session.cluster.kubectl(
+            "get",
+            "all,secrets,pvc,cm",
+            "-n",
+            f"{session.namespace}-other",
+            "-l",
+            "app.kubernetes.io/managed-by=datalab-playbooks",
+            "-o",
+            "name",
+        ).stdout.strip()
+        == ""
+    )
 
 
 def test_smoke_needs_running_pods(session):

@@ -61,12 +61,16 @@ spec:
 
 
 def used_cpu(session) -> str:
-    out = session.cluster.kubectl("get", "resourcequota/budget", "-n", session.namespace, "-o", "jsonpath={.status.used.limits\\.cpu}")
+    out = session.cluster.kubectl(
+        "get", "resourcequota/budget", "-n", session.namespace, "-o", "jsonpath={.status.used.limits\\.cpu}"
+    )
     return out.stdout.strip()
 
 
 def worker_replicas(session) -> int:
-    out = session.cluster.kubectl("get", "deployment/dask-worker", "-n", session.namespace, "-o", "jsonpath={.spec.replicas}")
+    out = session.cluster.kubectl(
+        "get", "deployment/dask-worker", "-n", session.namespace, "-o", "jsonpath={.spec.replicas}"
+    )
     return int(out.stdout)
 
 
@@ -91,7 +95,9 @@ def test_every_task_that_adds_pods_checks_the_quota_before_writing(session):
     more = session.run("dask.up", "--workers", "3")
     assert more.returncode == 1, more.stdout + more.stderr
     line = more.stderr.strip()
-    assert "\n" not in line and line.startswith(f"error: the plan does not fit the quota of namespace {ns}: limits.cpu needs 500m more, 100m of 1800m left (quota budget)"), line
+    assert "\n" not in line and line.startswith(
+        f"error: the plan does not fit the quota of namespace {ns}: limits.cpu needs 500m more, 100m of 1800m left (quota budget)"
+    ), line
     assert worker_replicas(session) == 2
 
     smoke = session.run("dask.smoke", "--in-cluster")

@@ -40,14 +40,18 @@ def need_images(session, images: list[str]) -> None:
         return
     missing = lab.missing_images(images)
     if missing:
-        pytest.skip(f"real pods: the lab's node lacks {', '.join(missing)}: build them with shared/lab/images/datalab-images.sh")
+        pytest.skip(
+            f"real pods: the lab's node lacks {', '.join(missing)}: build them with shared/lab/images/datalab-images.sh"
+        )
 
 
 def gateway_chart() -> Path:
     """The real dask/dask-gateway chart (never committed): PLAYBOOKS_GATEWAY_CHART, else LAB_DIR/charts/dask-gateway."""
     chart = Path(os.environ.get("PLAYBOOKS_GATEWAY_CHART") or lab.lab_dir() / "charts" / "dask-gateway")
     if not (chart / "Chart.yaml").is_file():
-        pytest.skip(f"real pods: no dask-gateway chart at {chart}: extract resources/helm/dask-gateway of dask/dask-gateway 2026.3.0 there")
+        pytest.skip(
+            f"real pods: no dask-gateway chart at {chart}: extract resources/helm/dask-gateway of dask/dask-gateway 2026.3.0 there"
+        )
     return chart
 
 
@@ -78,7 +82,9 @@ def test_every_service_end_to_end_on_real_pods(real_session):
         assert up.returncode == 0, up.stdout + up.stderr
         smoke = session.run("smoke", timeout=900)
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-        table = {line.split()[0]: line for line in smoke.stdout.splitlines() if re.match(r"^[\w-]+\s+(PASS|FAIL)\b", line)}
+        table = {
+            line.split()[0]: line for line in smoke.stdout.splitlines() if re.match(r"^[\w-]+\s+(PASS|FAIL)\b", line)
+        }
         expected = {"mlflow", "dask", "dask-gateway"} if session.mode == "vcluster" else {"mlflow", "dask"}
         assert set(table) == expected and all(" PASS " in row for row in table.values()), smoke.stdout
 
@@ -90,8 +96,12 @@ def test_every_service_end_to_end_on_real_pods(real_session):
         with forward(session.kubeconfig, session.namespace, "dask-scheduler", 8786) as port:
             sums = json.loads(user_python(session.env, DASK_GROUPBY, f"tcp://127.0.0.1:{port}"))
         assert sums == GROUPBY_SUMS
-        artifact = session.s3.client().list_objects_v2(Bucket=session.s3.bucket, Prefix="mlflow/") if session.s3 else None
-        assert artifact is None or any(o["Key"].endswith(f"{run_id}/artifacts/notes/hello.txt") for o in artifact["Contents"])
+        artifact = (
+            session.s3.client().list_objects_v2(Bucket=session.s3.bucket, Prefix="mlflow/") if session.s3 else None
+        )
+        assert artifact is None or any(
+            o["Key"].endswith(f"{run_id}/artifacts/notes/hello.txt") for o in artifact["Contents"]
+        )
 
         assert_headroom(session)
 
@@ -134,7 +144,17 @@ def failed_fast(result, started: float, limit: float, *fragments: str) -> str:
 def test_an_oom_killed_server_fails_fast_naming_the_limit(real_session):
     session = real_session
     need_images(session, CORE_IMAGES)
-    write_config(session, {"mlflow": {"resources": {"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"cpu": "500m", "memory": "96Mi"}}}})
+    write_config(
+        session,
+        {
+            "mlflow": {
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "96Mi"},
+                    "limits": {"cpu": "500m", "memory": "96Mi"},
+                }
+            }
+        },
+    )
     started = time.monotonic()
     result = session.run("mlflow.up", timeout=400)
     failed_fast(result, started, 150, "OOMKilled", "96Mi", "mlflow.resources")
@@ -184,6 +204,16 @@ def test_a_claim_no_provisioner_serves_fails_fast(real_session):
 @pytest.mark.parametrize("real_session", ["vcluster"], indirect=True)
 def test_pods_no_node_can_take_fail_fast(real_session):
     session = real_session
-    write_config(session, {"dask": {"scheduler_resources": {"requests": {"cpu": "64", "memory": "128Mi"}, "limits": {"cpu": "64", "memory": "256Mi"}}}})
+    write_config(
+        session,
+        {
+            "dask": {
+                "scheduler_resources": {
+                    "requests": {"cpu": "64", "memory": "128Mi"},
+                    "limits": {"cpu": "64", "memory": "256Mi"},
+                }
+            }
+        },
+    )
     started = time.monotonic()
     failed_fast(session.run("dask.up", "--workers", "0", timeout=400), started, 90, "Insufficient cpu")

@@ -103,7 +103,9 @@ def test_no_secret_in_argv_output_or_dry_run_of_any_cluster_task(scanned):
             for task in checks:
                 failed = run(task, ok=False)
                 lines = failed.stderr.strip().splitlines()
-                assert failed.returncode == 1 and len(lines) == 1 and "no preferred addresses" in lines[0], failed.stderr
+                assert failed.returncode == 1 and len(lines) == 1 and "no preferred addresses" in lines[0], (
+                    failed.stderr
+                )
 
         for args in (["down", "--purge", "--dry-run"], ["mlflow.down", "--purge", "--dry-run"], ["dask.down", "--dry-run"],
                      ["storage.down", "--purge", "--dry-run"]):  # fmt: skip

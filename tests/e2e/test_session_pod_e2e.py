@@ -80,7 +80,9 @@ def tools_folder(tmp: Path) -> Path:
 def test_tasks_run_from_a_session_pod(real_cluster, lab_s3, tmp_path):
     if real_cluster.provider != "lab":
         pytest.skip("real pods: the session pod mounts files of this machine, so it runs on the lab only")
-    missing = lab.missing_images([SESSION_IMAGE, "ghcr.io/mlflow/mlflow:v3.17.2-full", "ghcr.io/dask/dask:2026.8.0-py3.11"])
+    missing = lab.missing_images(
+        [SESSION_IMAGE, "ghcr.io/mlflow/mlflow:v3.17.2-full", "ghcr.io/dask/dask:2026.8.0-py3.11"]
+    )
     if missing:
         pytest.skip(f"real pods: the lab's node lacks {', '.join(missing)}: run scripts/lab-images.sh")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
@@ -103,7 +105,15 @@ def test_tasks_run_from_a_session_pod(real_cluster, lab_s3, tmp_path):
         for name in (ws, ns):
             kubectl("create", "namespace", name)
         kubectl("apply", "-f", "-", stdin=NAMESPACE_RBAC.format(ns=ns, sa_ns=ws) + "---" + MEDIUM_QUOTA.format(ns=ns))
-        kubectl("create", "secret", "generic", "workspace-s3", "-n", ws, *(f"--from-literal={k}={v}" for k, v in lab_s3.env().items()))
+        kubectl(
+            "create",
+            "secret",
+            "generic",
+            "workspace-s3",
+            "-n",
+            ws,
+            *(f"--from-literal={k}={v}" for k, v in lab_s3.env().items()),
+        )
         tools = tools_folder(tmp_path)
         pod = SESSION_POD.format(ws=ws, ns=ns, bucket=lab_s3.bucket, image=SESSION_IMAGE, tools=tools)
         kubectl("apply", "-f", "-", stdin=pod)
@@ -133,7 +143,16 @@ def test_tasks_run_from_a_session_pod(real_cluster, lab_s3, tmp_path):
         assert in_pod("smoke", kubeconfig=True).returncode == 0
         down = in_pod("down", "--purge", kubeconfig=True)
         assert down.returncode == 0, down.stdout + down.stderr
-        left = kubectl("get", "all,pvc,secrets,configmaps", "-n", ns, "-l", "app.kubernetes.io/managed-by=datalab-playbooks", "-o", "name")
+        left = kubectl(
+            "get",
+            "all,pvc,secrets,configmaps",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/managed-by=datalab-playbooks",
+            "-o",
+            "name",
+        )
         assert left.stdout.split() == []
     except BaseException:
         print("\n".join(outputs))

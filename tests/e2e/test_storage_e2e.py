@@ -11,7 +11,12 @@ def test_storage_up_down_and_mlflow_on_it(session):
     assert "generated credentials in Secret storage-credentials" in up.stdout
     assert "storage/bucket: job succeeded" in up.stdout and "bucket ws-store is there" in up.stdout
     objects = session.objects()
-    assert {"Deployment/storage", "Service/storage", "Secret/storage-credentials", "PersistentVolumeClaim/storage-data"} <= set(objects)
+    assert {
+        "Deployment/storage",
+        "Service/storage",
+        "Secret/storage-credentials",
+        "PersistentVolumeClaim/storage-data",
+    } <= set(objects)
     secret = objects["Secret/storage-credentials"]["data"]
     for value in secret.values():
         assert base64.b64decode(value).decode() not in up.stdout + up.stderr

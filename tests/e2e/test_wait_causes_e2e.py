@@ -67,8 +67,16 @@ class ScenarioKubelet(FakeKubelet):
                 "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: "
                 "0/1 nodes are available: 1 Preemption is not helpful for scheduling."
             )
-            condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": now}
-            self.core.patch_namespaced_pod_status(meta.name, meta.namespace, {"status": {"phase": "Pending", "conditions": [condition]}})
+            condition = {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastTransitionTime": now,
+            }
+            self.core.patch_namespaced_pod_status(
+                meta.name, meta.namespace, {"status": {"phase": "Pending", "conditions": [condition]}}
+            )
             return
         if not pod.spec.node_name:
             self._bind(meta)
@@ -99,7 +107,13 @@ class ScenarioKubelet(FakeKubelet):
             {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now},
             {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now},
         ]
-        status = {"phase": phase, "conditions": conditions, "containerStatuses": statuses, "hostIP": "127.0.0.1", "startTime": now}
+        status = {
+            "phase": phase,
+            "conditions": conditions,
+            "containerStatuses": statuses,
+            "hostIP": "127.0.0.1",
+            "startTime": now,
+        }
         self.core.patch_namespaced_pod_status(meta.name, meta.namespace, {"status": status})
 
 
@@ -133,7 +147,13 @@ def timed(session, *args: str, env: dict[str, str] | None = None):
 def test_oom_killed_in_a_loop_fails_fast_naming_the_memory_setting(session, scenario):
     scenario("oom-loop")
     result, seconds = timed(session, "mlflow.up", env={"INVOKE_MLFLOW_ROLLOUT_TIMEOUT": TIMEOUT})
-    line = one_error_line(result, ("ran out of memory (OOMKilled at its memory limit of 768Mi)", "raise mlflow.resources.limits.memory (now 768Mi)"))
+    line = one_error_line(
+        result,
+        (
+            "ran out of memory (OOMKilled at its memory limit of 768Mi)",
+            "raise mlflow.resources.limits.memory (now 768Mi)",
+        ),
+    )
     assert line.startswith("error: mlflow: container mlflow of pod mlflow-"), line
     assert seconds < FAST, f"took {seconds:.0f}s for a {TIMEOUT}s deadline"
     out = result.stdout
@@ -148,7 +168,14 @@ def test_oom_killed_in_a_loop_fails_fast_naming_the_memory_setting(session, scen
 def test_an_image_the_cluster_cannot_pull_fails_fast_for_each_deployment(session, scenario):
     scenario("image-pull")
     result, seconds = timed(session, "dask.up", env={"INVOKE_DASK_ROLLOUT_TIMEOUT": TIMEOUT})
-    line = one_error_line(result, ("cannot pull image ghcr.io/dask/dask:2026.8.0-py3.11", "(ImagePullBackOff: Back-off pulling image", "set dask.image to an image the nodes can pull"))
+    line = one_error_line(
+        result,
+        (
+            "cannot pull image ghcr.io/dask/dask:2026.8.0-py3.11",
+            "(ImagePullBackOff: Back-off pulling image",
+            "set dask.image to an image the nodes can pull",
+        ),
+    )
     assert line.startswith(("error: dask/dask-scheduler: ", "error: dask/dask-worker: ")), line
     assert seconds < FAST, f"took {seconds:.0f}s for a {TIMEOUT}s deadline"
     assert result.stdout.count("evidence follows") == 2, "both Deployments' waits stop early"
@@ -158,7 +185,13 @@ def test_a_claim_no_one_can_bind_fails_naming_the_claim_and_the_storage_class_se
     """The claim's FailedBinding comes from the real persistent-volume controller (no StorageClass in envtest)."""
     scenario("unbound-claim")
     result, seconds = timed(session, "mlflow.up", env={"INVOKE_MLFLOW_ROLLOUT_TIMEOUT": TIMEOUT})
-    one_error_line(result, ("volume claim mlflow-db (storageClassName: none, so the default class) is not bound (FailedBinding: no persistent volumes available for this claim and no storage class is set)", "set mlflow.storage_class to a StorageClass"))
+    one_error_line(
+        result,
+        (
+            "volume claim mlflow-db (storageClassName: none, so the default class) is not bound (FailedBinding: no persistent volumes available for this claim and no storage class is set)",
+            "set mlflow.storage_class to a StorageClass",
+        ),
+    )
     assert seconds < FAST, f"took {seconds:.0f}s for a {TIMEOUT}s deadline"
     assert "--- events of PersistentVolumeClaim mlflow-db" in result.stdout
 
@@ -176,7 +209,9 @@ def _quota_counts(session) -> None:
     """Admission refuses nothing until the quota controller has filled in the quota's status."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        quota = json.loads(session.cluster.kubectl("get", "resourcequota", "budget", "-n", session.namespace, "-o", "json").stdout)
+        quota = json.loads(
+            session.cluster.kubectl("get", "resourcequota", "budget", "-n", session.namespace, "-o", "json").stdout
+        )
         if "pods" in quota.get("status", {}).get("used", {}):
             return
         time.sleep(0.5)
@@ -192,10 +227,18 @@ def test_a_replicaset_refused_by_the_quota_fails_the_wait_with_the_quotas_words(
     assert first.returncode == 0, first.stdout + first.stderr
     session.cluster.kubectl("apply", "-f", "-", stdin=POD_QUOTA.format(ns=session.namespace))
     _quota_counts(session)
-    session.cluster.kubectl("delete", "pods", "-n", session.namespace, "-l", "app.kubernetes.io/name=mlflow", "--wait=true")
+    session.cluster.kubectl(
+        "delete", "pods", "-n", session.namespace, "-l", "app.kubernetes.io/name=mlflow", "--wait=true"
+    )
     result, seconds = timed(session, "mlflow.up", env={"INVOKE_MLFLOW_ROLLOUT_TIMEOUT": TIMEOUT})
     # Current figures (the ReplicaSet's latest refusal): its condition still counts the deleted pod.
-    line = one_error_line(result, ("the ReplicaSet of deployment mlflow cannot create pods: exceeded quota: budget, requested: pods=1, used: pods=0, limited: pods=0; free quota", "lower mlflow.resources"))
+    line = one_error_line(
+        result,
+        (
+            "the ReplicaSet of deployment mlflow cannot create pods: exceeded quota: budget, requested: pods=1, used: pods=0, limited: pods=0; free quota",
+            "lower mlflow.resources",
+        ),
+    )
     assert "is forbidden" not in line
     assert "--- events of ReplicaSet mlflow-" in result.stdout
     assert "mlflow: no change" in result.stdout
@@ -209,5 +252,12 @@ def test_pods_the_namespaces_pod_security_level_refuses_fail_the_wait_at_once(se
     session.cluster.kubectl("label", "namespace", session.namespace, "pod-security.kubernetes.io/enforce=restricted")
     (session.tmp / "invoke.yaml").write_text("security:\n  container:\n    allowPrivilegeEscalation: true\n")
     result, seconds = timed(session, "mlflow.up", env={"INVOKE_MLFLOW_ROLLOUT_TIMEOUT": TIMEOUT})
-    one_error_line(result, ('cannot create pods: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false', "pod-security.kubernetes.io/enforce", "security.container"))
+    one_error_line(
+        result,
+        (
+            'cannot create pods: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false',
+            "pod-security.kubernetes.io/enforce",
+            "security.container",
+        ),
+    )
     assert seconds < FAST, f"took {seconds:.0f}s for a {TIMEOUT}s deadline"

@@ -17,6 +17,8 @@ def test_number_like_strings_reach_the_api_as_strings(session):
         "data": {f"k{i}": value for i, value in enumerate(NUMBER_LIKE)},
     }
     session.cluster.kubectl("apply", "--server-side", "-f", "-", stdin=to_yaml([doc]))
-    live = json.loads(session.cluster.kubectl("get", "configmap", "yaml-check", "-n", session.namespace, "-o", "json").stdout)
+    live = json.loads(
+        session.cluster.kubectl("get", "configmap", "yaml-check", "-n", session.namespace, "-o", "json").stdout
+    )
     assert live["metadata"]["annotations"]["digest"] == NUMBER_LIKE[0]
     assert live["data"] == doc["data"]

@@ -12,7 +12,11 @@ from pathlib import Path
 from tests.conftest import QUIET_ENV
 
 # With --serve-artifacts a client needs no S3 credentials, and the transfers go through the server.
-CLIENT_ENV = {**QUIET_ENV, "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
+CLIENT_ENV = {
+    **QUIET_ENV,
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+}
 
 LOG_A_RUN = """
 import sys, mlflow
@@ -70,7 +74,11 @@ def user_python(env: dict[str, str], code: str, *args: str, timeout: float = 180
     """Run a user's snippet with this environment's Python, without S3 credentials; its last line."""
     clean = {k: v for k, v in env.items() if not k.startswith("AWS_")}
     result = subprocess.run(
-        [sys.executable, "-c", code, *args], env={**clean, **CLIENT_ENV}, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code, *args],
+        env={**clean, **CLIENT_ENV},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise AssertionError(result.stdout + result.stderr)
