@@ -66,6 +66,7 @@ def rendered(env: dict[str, str]) -> tuple[str, list[str], list[str]]:
 
     from invoke import Config, Context
 
+    from playbooks.backends import ClusterBackend
     from playbooks.collection import ns
     from playbooks.render import to_yaml
     from playbooks.services import dask, mlflow
@@ -76,8 +77,9 @@ def rendered(env: dict[str, str]) -> tuple[str, list[str], list[str]]:
     config.load_collection(ns.configuration())
     c = Context(config)
     target = detect(env=env)
-    _, mlflow_plan = mlflow.plan_up(c)
-    _, dask_plan = dask.plan_up(c)
+    backend = ClusterBackend.on(c, target)
+    mlflow_plan = mlflow.SERVICE_SPEC.cluster.plan(backend)
+    dask_plan = dask.SERVICE_SPEC.cluster.plan(backend)
     docs = mlflow_plan.docs + dask_plan.docs
     return to_yaml(docs), target.kubectl_flags(), mlflow_plan.deployments + dask_plan.deployments
 

@@ -8,7 +8,7 @@ from invoke import Program
 from invoke.exceptions import Exit
 
 from playbooks import __version__
-from playbooks.collection import ns
+from playbooks.errors import PlaybookError
 
 
 @contextmanager
@@ -49,8 +49,9 @@ class PlaybooksProgram(Program):
             trial.load_shell_env()
 
 
-program = PlaybooksProgram(name="datalab-playbooks", binary="playbooks", namespace=ns, version=__version__)
-
-
 def main() -> None:
-    program.run()
+    try:
+        from playbooks.collection import ns
+    except PlaybookError as error:  # a service registered from outside the package that cannot load
+        raise SystemExit(f"error: {error}") from None
+    PlaybooksProgram(name="datalab-playbooks", binary="playbooks", namespace=ns, version=__version__).run()

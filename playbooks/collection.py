@@ -1,15 +1,14 @@
-"""The root collection: it only assembles the service collections and the root tasks."""
+"""The root collection: the root tasks, and each registered service's tasks and defaults."""
 
 from invoke import Collection
 
-from playbooks import cluster, root
+from playbooks import cluster, registry, root
 from playbooks.defaults import DEFAULTS
-from playbooks.services import dask, gateway, mlflow, storage
 
 ns = Collection(root.target, root.up, root.down, root.status, root.smoke)
-ns.add_collection(mlflow.ns)
-ns.add_collection(dask.ns)
-ns.add_collection(gateway.ns)
-ns.add_collection(storage.ns)
+defaults = dict(DEFAULTS)
+for service in registry.services():
+    ns.add_collection(service.collection)
+    defaults[service.name] = service.defaults
 ns.add_collection(cluster.ns)
-ns.configure(DEFAULTS)
+ns.configure(defaults)

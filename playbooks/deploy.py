@@ -17,10 +17,7 @@ from playbooks.render import (
     managed_selector,
     selector_labels,
 )
-from playbooks.target import Target, target_from_config
 from playbooks.together import run_all
-
-_announced: set[Target] = set()
 
 
 @dataclass
@@ -56,25 +53,6 @@ class Plan:
 def config_hash(*parts) -> str:
     """A short digest of a pod's inputs: a change of any of them rolls the pods."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def resolve_target(c, namespace: str | None = None, mode: str | None = None) -> Target:
-    target = target_from_config(c, namespace=namespace, mode=mode)
-    if target not in _announced:
-        _announced.add(target)
-        where = f"evidence: {target.evidence[0]}" if target.local else f"namespace from {target.namespace_source}"
-        print(f"target: {target.summary()} ({where})", flush=True)
-    return target
-
-
-def kubectl_for(c, target: Target, dry_run: bool = False) -> Kubectl:
-    return Kubectl(
-        target,
-        binary=c.config.tools.kubectl,
-        field_manager=c.config.tools.field_manager,
-        dry_run=dry_run,
-        out=lambda line: print(line, flush=True),
-    )
 
 
 def access_shortfalls(

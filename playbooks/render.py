@@ -39,9 +39,22 @@ def manifests_dir() -> Path:
     raise PlaybookError(f"manifests not found next to {package}: reinstall datalab-playbooks")
 
 
+def template_folder(name: str) -> Path:
+    """manifests/<name>, or the folder a registered service from outside the package names for it."""
+    builtin = manifests_dir() / name
+    if builtin.is_dir():
+        return builtin
+    from playbooks.registry import services
+
+    for service in services():
+        if name in service.manifests:
+            return Path(service.manifests[name])
+    return builtin
+
+
 @cache
 def load_templates(service: str) -> tuple[dict, ...]:
-    folder = manifests_dir() / service
+    folder = template_folder(service)
     docs = []
     for path in sorted(folder.glob("*.yaml")):
         docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]

@@ -562,10 +562,7 @@ def probe(
     )
 
 
-# ---------------------------------------------------------------- one detection per chain
-
-_detected: dict[tuple, Target] = {}
-_last: list[Target] = []
+# ---------------------------------------------------------------- detection
 
 
 def detect(
@@ -577,19 +574,13 @@ def detect(
     env: Mapping[str, str] | None = None,
     kubectl: str = "kubectl",
 ) -> Target:
-    """Detect the target once per process (one `invoke a b c` chain) for the same inputs."""
+    """Where this run acts: --mode local, no Kubernetes configuration at all, or what the API answers.
+
+    The caller keeps the answer for the rest of its chain (playbooks.backends.resolve_target).
+    """
     env = os.environ if env is None else env
     if mode is not None and mode not in MODES:
         raise PlaybookError(f"unknown mode {mode!r}: use --mode namespace, vcluster or local")
-    key = (
-        namespace,
-        mode,
-        kubeconfig,
-        context,
-        *(env.get(k) for k in ("KUBECONFIG", "SESSION_NAMESPACE", SERVICE_ACCOUNT_DIR_ENV)),
-    )
-    if key in _detected:
-        return _detected[key]
     if mode == "local":
         target = local_target("--mode local")
     else:
@@ -599,8 +590,6 @@ def detect(
             target = local_target("no KUBECONFIG, no ~/.kube/config and no service account")
         else:
             target = _cluster_target(source, namespace, mode, timeout, env, kubectl)
-    _detected[key] = target
-    _last[:] = [target]
     return target
 
 
@@ -638,26 +627,6 @@ def _cluster_target(source: KubeSource, namespace, mode, timeout, env, kubectl) 
     )
 
 
-def chain_target() -> Target | None:
-    """The target an earlier task of this chain acted on, if any."""
-    return _last[0] if _last else None
-
-
 def local_from_config(c, mode: str | None = None) -> bool:
     cfg = c.config.target
     return is_local(mode or cfg.mode, cfg.kubeconfig, cfg.context)
-
-
-def target_from_config(c, namespace: str | None = None, mode: str | None = None) -> Target:
-    """The target for a task: its flags, then the chain's target, then config and detection."""
-    if namespace is None and mode is None and (earlier := chain_target()) is not None:
-        return earlier
-    cfg = c.config.target
-    return detect(
-        namespace=namespace or cfg.namespace,
-        mode=mode or cfg.mode,
-        kubeconfig=cfg.kubeconfig,
-        context=cfg.context,
-        timeout=cfg.api_timeout,
-        kubectl=c.config.tools.kubectl,
-    )

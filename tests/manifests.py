@@ -14,7 +14,10 @@ VERSIONS = [OLDEST_KUBERNETES, NEWEST_KUBERNETES]
 
 
 def config(overrides: dict | None = None) -> Config:
-    cfg = Config(defaults=DEFAULTS)
+    """The defaults of the collection (those of every registered service included), then overrides."""
+    from playbooks import registry
+
+    cfg = Config(defaults={**DEFAULTS, **{service.name: service.defaults for service in registry.services()}})
     if overrides:
         cfg.update(overrides)  # behaves like a project file: merged over the defaults
     return cfg

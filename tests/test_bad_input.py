@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from playbooks import registry
 from playbooks.procs import free_port
 from tests.conftest import QUIET_ENV, one_error_line
 
@@ -145,7 +146,11 @@ CASES = [
     Case("unreachable API: storage.up", ["storage.up"], UNREACHABLE, {**CLUSTER, "INVOKE_TARGET_MODE": "namespace"}),
     Case("unreachable API: storage.status", ["storage.status"], UNREACHABLE, CLUSTER),
     # ---- whole-stack tasks in local mode
-    Case("local: up --only nope", ["up", "--only", "nope"], "unknown service nope: choose from mlflow, dask, gateway"),
+    Case(
+        "local: up --only nope",
+        ["up", "--only", "nope"],
+        f"unknown service nope: choose from {', '.join(registry.names())}",
+    ),
     Case("local: down --only nope", ["down", "--only", "nope"], "unknown service nope"),
     Case("local: up --workers -1", ["up", "--workers", "-1"], "--workers must be a whole number from 0 to 50"),
     Case("local: up --bucket Bad_B", ["up", "--bucket", "Bad_B"], "invalid bucket name 'Bad_B'"),
@@ -342,6 +347,29 @@ CASES = [
         {"INVOKE_LOCAL_START_TIMEOUT": "soon"},
     ),
 ]
+
+
+def service_cases(services) -> list[Case]:
+    """What every registered service gets, task by task: a bad namespace and an unknown mode, each one line."""
+    cases = []
+    for service in services:
+        for name, task in sorted(service.collection.tasks.items()):
+            if "namespace" not in task.argspec(task.body).parameters or task.positional:
+                continue
+            argv = [f"{service.name}.{name}"]
+            cases += [
+                Case(
+                    f"{argv[0]}: invalid namespace",
+                    [*argv, "--namespace", "Bad_NS"],
+                    "invalid namespace 'Bad_NS'",
+                    CLUSTER,
+                ),
+                Case(f"{argv[0]}: unknown mode", [*argv, "--mode", "cluster"], "unknown mode 'cluster'"),
+            ]
+    return cases
+
+
+CASES += service_cases(registry.services())
 
 
 # ---------------------------------------------------------------- state snapshots

@@ -8,12 +8,14 @@ from decimal import Decimal
 from importlib.metadata import version
 
 import pytest
-from invoke import Config
+from invoke import Collection, Config
 
 from playbooks.defaults import DASK_VERSION, DEFAULTS
 from playbooks.errors import PlaybookError
 from playbooks.jobs import job_progress, pod_state
+from playbooks.parts import ClusterPart
 from playbooks.quantity import cpu_cores, memory_bytes
+from playbooks.registry import Service
 from playbooks.render import common_labels
 from playbooks.s3 import S3Settings
 from playbooks.services import dask
@@ -458,6 +460,6 @@ def test_listing_the_tasks_imports_no_dask():
 
 def test_local_mode_is_refused_in_one_line():
     with pytest.raises(PlaybookError) as raised:
-        dask.cluster_target(context(), mode="local")
+        raise Service("x", Collection("x"), {}, cluster=ClusterPart("x")).refuse("local")
     assert "local mode has none: point KUBECONFIG at a cluster" in str(raised.value)
     assert "\n" not in str(raised.value)

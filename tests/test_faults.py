@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from invoke import Context
 
-from playbooks.deploy import kubectl_for
+from playbooks.backends import ClusterBackend
 from playbooks.services import dask, mlflow
 from tests.manifests import config, target
 
@@ -71,7 +71,7 @@ def mlflow_smoke(fake, server, drops: list, monkeypatch, s3_server):
     fake.plan({"mlflow": port(server.url)}, drops, [deployment("mlflow", labels, args)])
     c = fake.context()
     found = target("namespace")
-    return mlflow.smoke_reports(c, found, kubectl_for(c, found), "mlflow")
+    return mlflow.SERVICE_SPEC.cluster.smoke_reports(ClusterBackend.on(c, found), name="mlflow")
 
 
 def test_a_forward_dropped_mid_check_is_retried_once_and_the_check_passes(
@@ -115,7 +115,7 @@ def test_dask_check_gets_the_same_retry(fake, dask_cluster, capsys):
     fake.plan({"dask-scheduler": port(dask_cluster.address)}, [4], items)
     c = fake.context()
     found = target("namespace")
-    [report] = dask.smoke_reports(c, found, kubectl_for(c, found), "dask", timeout=30)
+    [report] = dask.SERVICE_SPEC.cluster.smoke_reports(ClusterBackend.on(c, found), name="dask", timeout=30)
     out = capsys.readouterr().out
     assert report.ok, out
     assert fake.forwards() == ["dask-scheduler:8786", "dask-scheduler:8786"]

@@ -21,8 +21,9 @@ import pytest
 from invoke import Context
 from invoke.exceptions import Exit
 
-import playbooks.deploy
+import playbooks.backends
 import playbooks.target
+from playbooks.backends import ClusterBackend
 from playbooks.chart_files import (
     BadPattern,
     chart_digest,
@@ -36,7 +37,6 @@ from playbooks.gateway_check import run_check, versions_line
 from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
 from playbooks.render import REDACTED, common_labels, manifests_dir
-from playbooks.root import SMOKE_CHECKS
 from playbooks.services import gateway
 from tests.conftest import QUIET_ENV, tool
 from tests.manifests import FakeContext, config, target, validate_all
@@ -307,8 +307,8 @@ def in_mode(monkeypatch):
 
     def use(mode: str):
         found = playbooks.target.local_target("test") if mode == "local" else target(mode, NS)
-        monkeypatch.setattr(playbooks.target, "_last", [])
-        monkeypatch.setattr(playbooks.target, "detect", lambda **_: found)
+        monkeypatch.setattr(playbooks.backends, "local_from_config", lambda c, mode=None: found.local)
+        monkeypatch.setattr(playbooks.backends, "detect", lambda **_: found)
         return found
 
     return use
@@ -902,10 +902,8 @@ def test_smoke_task_reaches_traefik_through_a_port_forward(gateway_server, fakes
     assert "dask-gateway: PASS" in out and KNOWN_PASSWORD not in out
     forwards = [a[len(KUBECTL_FLAGS) :] for a in fakes.argvs("kubectl") if "port-forward" in a]
     assert forwards == [["port-forward", "--address", "127.0.0.1", "service/traefik-dask-gateway", ":80"]]
-    kubectl = playbooks.deploy.kubectl_for(fakes.context(), found)
-    assert SMOKE_CHECKS["gateway"] is gateway.smoke_reports
     fakes.state()
-    assert gateway.smoke_reports(fakes.context(), found, kubectl) == []
+    assert gateway.SERVICE_SPEC.cluster.smoke_reports(ClusterBackend.on(fakes.context(), found)) == []
 
 
 @pytest.mark.slow

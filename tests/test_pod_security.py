@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from playbooks import registry
 from playbooks.errors import PlaybookError
 from playbooks.helm import merge_values
 from playbooks.render import kinds, load_templates, manifests_dir, render, to_yaml
@@ -173,14 +174,12 @@ def gateway_values(overrides=None) -> dict:
 
 
 def manifests(overrides=None, mode="namespace") -> list[dict]:
-    """Every object `up`, `storage.up` and `dask.smoke --in-cluster` apply, with this configuration."""
+    """Every object the registered services apply (`up`, `storage.up`, `dask.smoke --in-cluster`), with this configuration."""
     c, where = FakeContext(config(overrides)), target(mode)
-    docs = mlflow.build_plan(c, where, S3, "ws-frank", "--bucket", "mlflow", "mlflow").docs
-    docs += dask.build_plan(c, where, "dask", 2, dask.worker_resources(c)).docs
-    docs += dask.smoke_job_docs(c, where, "dask", 60.0)
-    docs += storage_cluster.build_plan(c, where, "storage", "ws-frank", CREDS).docs
-    docs += storage_cluster.bucket_job_docs(c, where, "storage", "ws-frank", 120)
-    return docs
+    return [doc for service in registry.services() if service.cluster for doc in service.cluster.sample_docs(c, where)]
+
+
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 
 
 def pods(overrides=None, mode="namespace") -> dict[str, dict]:
@@ -188,7 +187,7 @@ def pods(overrides=None, mode="namespace") -> dict[str, dict]:
     found = {
         doc["metadata"]["name"]: doc["spec"]["template"]["spec"]
         for doc in manifests(overrides, mode)
-        if doc["kind"] in ("Deployment", "Job")
+        if doc["kind"] in WORKLOADS
     }
     values = gateway_values(overrides)
     for role in ("scheduler", "worker"):
@@ -226,14 +225,18 @@ def test_every_pod_is_found():
     assert not set(CHART_POD_EXCEPTIONS) & set(pods())
 
 
-@pytest.mark.parametrize("mode", ["namespace", "vcluster"])
-@pytest.mark.parametrize("name", ALL_PODS)
-def test_pod_meets_the_restricted_standard_with_a_read_only_root(name, mode):
-    spec = pods(mode=mode)[name]
+def assert_restricted(spec: dict) -> None:
+    """Pod Security "restricted", no service account token, and a read-only root in every container."""
     assert restricted_violations(spec) == []
     assert spec["automountServiceAccountToken"] is False
     for container in _containers(spec):
         assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
+
+
+@pytest.mark.parametrize("mode", ["namespace", "vcluster"])
+@pytest.mark.parametrize("name", sorted(pods()))  # every registered service's pods
+def test_pod_meets_the_restricted_standard_with_a_read_only_root(name, mode):
+    assert_restricted(pods(mode=mode)[name])
 
 
 @pytest.mark.parametrize("name", ["dask-gateway-scheduler", "dask-gateway-worker"])

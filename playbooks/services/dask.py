@@ -8,30 +8,24 @@ from __future__ import annotations
 import copy
 import math
 import re
-import shlex
 import time
 from functools import partial
 from pathlib import Path
 
 from invoke import Collection
 
-from playbooks import local, preflight, security
-from playbooks.deploy import (
-    Plan,
-    access_shortfalls,
-    apply_plans,
-    deployed_instances,
-    kubectl_for,
-    quota_shortfalls,
-    resolve_target,
-    tear_down,
-)
+from playbooks import preflight, security
+from playbooks.backends import ClusterBackend, LocalBackend, backend_for
+from playbooks.defaults import DEFAULTS
+from playbooks.deploy import Plan, access_shortfalls, deployed_instances, quota_shortfalls, tear_down
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
 from playbooks.jobs import run_job
 from playbooks.kube import Kubectl
+from playbooks.parts import ClusterPart, LocalPart
 from playbooks.procs import tcp_ok
 from playbooks.quantity import check_resources, cpu_cores, format_cpu, format_memory, memory_bytes
+from playbooks.registry import RootOption, Service
 from playbooks.render import (
     kinds,
     label_selector,
@@ -42,7 +36,7 @@ from playbooks.render import (
 )
 from playbooks.report import Report, Step, require_passed
 from playbooks.services import dask_local
-from playbooks.target import Target, local_from_config, validate_namespace
+from playbooks.target import Target
 
 SERVICE = "dask"
 SMOKE = "dask-smoke"
@@ -65,13 +59,6 @@ NAME_HELP = "Name of the cluster and prefix of its objects (default: dask)."
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def cluster_target(c, namespace=None, mode=None) -> Target:
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        raise PlaybookError("this needs a Kubernetes cluster and local mode has none: point KUBECONFIG at a cluster")
-    return target
 
 
 def _instance(c, name: str | None) -> str:
@@ -228,116 +215,7 @@ def choose_workers(flag, running: int | None, configured) -> tuple[int, str]:
     return worker_count(configured, "dask.workers"), " (dask.workers)"
 
 
-def plan_up(
-    c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None
-) -> tuple[Target, Plan]:
-    """Validate every input, detect the target, check access: all before any write."""
-    instance = _instance(c, name)
-    if namespace:
-        validate_namespace(namespace)
-    if workers is not None:
-        worker_count(workers)
-    resources = worker_resources(c, worker_cpu, worker_memory)
-    _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
-    target = cluster_target(c, namespace, mode)
-    running = None
-    if workers is None:
-        worker = _deployments(kubectl_for(c, target), instance).get("worker")
-        running = worker["spec"].get("replicas", 1) if worker else None
-    count, origin = choose_workers(workers, running, c.config.dask.workers)
-    plan = build_plan(c, target, instance, count, resources, origin)
-    return target, plan
-
-
-# ---------------------------------------------------------------- tasks
-
-
-@task(
-    help={
-        "workers": f"Number of workers, 0 to {MAX_WORKERS} (default: keep the running count, else dask.workers = 2).",
-        "worker-cpu": "CPU limit of each worker, e.g. 500m or 1; its thread count follows (rounded up).",
-        "worker-memory": "Memory limit of each worker, e.g. 448Mi or 1Gi; the worker's --memory-limit follows.",
-        "name": NAME_HELP,
-        "dry-run": "Print the manifests and commands; change nothing.",
-        "port": "Local mode: the scheduler's port on 127.0.0.1 (default: a free one).",
-        **TARGET_HELP,
-    }
-)
-def up(
-    c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None, dry_run=False, port=None
-):
-    """Deploy a Dask scheduler and workers, and wait until all are ready."""
-    if local_from_config(c, mode):
-        _instance(c, name)
-        if workers is not None:
-            worker_count(workers)
-        resolve_target(c, namespace, mode)
-        local.refuse_dry_run(dry_run, "`up` only starts processes")
-        dask_local.up(c, workers, worker_memory, port, worker_cpu)
-        return
-    target, plan = plan_up(c, workers, worker_cpu, worker_memory, name, namespace, mode)
-    apply_plans(kubectl_for(c, target, dry_run), [plan])
-    if not dry_run:
-        print_access(c, target, plan.instance)
-
-
-@task(help={"name": NAME_HELP, "dry-run": "Print what would be deleted; change nothing.", **TARGET_HELP})
-def down(c, name=None, namespace=None, mode=None, dry_run=False):
-    """Remove the Dask scheduler and workers (found by their labels), and any smoke Job left over."""
-    instance = _instance(c, name)
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        local.refuse_dry_run(dry_run, "`down` stops processes at once")
-        dask_local.down(c)
-        return
-    kubectl = kubectl_for(c, target, dry_run)
-    tear_down(kubectl, SERVICE, instance, purge=False)
-    leftovers = kubectl.names(kinds(list(load_templates(SMOKE))), managed_selector(SMOKE, instance))
-    kubectl.delete(leftovers)
-    if not dry_run:
-        for leftover in leftovers:
-            kubectl.out(f"{instance}: deleted {leftover} (left by an interrupted smoke check)")
-
-
-@task(
-    positional=["workers"],
-    help={
-        "workers": f"The new number of workers, 0 to {MAX_WORKERS}.",
-        "name": NAME_HELP,
-        "dry-run": "Print the command; change nothing.",
-        **TARGET_HELP,
-    },
-)
-def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
-    """Change the number of Dask workers and wait for them; a later `dask.up` keeps the count."""
-    count = worker_count(workers, "the worker count")
-    instance = _instance(c, name)
-    timeout = _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        local.refuse_dry_run(dry_run, "`dask.scale` starts or stops workers at once")
-        dask_local.scale(c, count)
-        return
-    kubectl = kubectl_for(c, target, dry_run)
-    worker = _deployments(kubectl, instance).get("worker")
-    if worker is None:
-        raise PlaybookError(f"dask {instance!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
-    # The worker Deployment as it will be, against the live one: more workers must fit the quota.
-    planned = copy.deepcopy(worker)
-    planned["spec"]["replicas"] = count
-    preflight.refuse(quota_shortfalls(kubectl, [planned], live=[worker], what=f"dask.scale {count}"))
-    args = ("scale", f"deployment/{instance}-worker", f"--replicas={count}")
-    if dry_run:
-        kubectl.show(*args)
-        return
-    kubectl.run(*args)
-    kubectl.wait_for_deployment(
-        f"{instance}-worker",
-        component_selector(instance, "worker"),
-        timeout,
-        f"{instance}/workers",
-        resources="dask.worker_resources",
-    )
+# ---------------------------------------------------------------- parts
 
 
 def image_release(image: str) -> str | None:
@@ -346,18 +224,8 @@ def image_release(image: str) -> str | None:
     return match.group(1) if match else None
 
 
-def print_access(c, target: Target, name: str) -> None:
-    address = f"tcp://{in_cluster_host(f'{name}-scheduler', target.namespace)}:{SCHEDULER_PORT}"
-    flags = shlex.join(target.kubectl_flags())
-    print(f"{name}: scheduler (in-cluster)  {address}")
-    print(f"{name}: from Python            Client({address!r})")
-    print(f"{name}: dashboard              invoke dask.dashboard --name {name}")
-    print(
-        f"{name}: or port-forward        kubectl {flags} port-forward service/{name}-scheduler {SCHEDULER_PORT} {DASHBOARD_PORT}"
-    )
-    release = image_release(c.config.dask.image)
-    if release:
-        print(f"{name}: client                 pin dask[distributed]=={release} (the image's release)")
+def _workers_flag(workers) -> int | None:
+    return None if workers is None else worker_count(workers)
 
 
 def _ready_line(deployment: dict | None) -> str:
@@ -368,59 +236,12 @@ def _ready_line(deployment: dict | None) -> str:
     return f"{'ready' if ready >= want else 'NOT ready'} ({ready}/{want})"
 
 
-@task(help={"name": "Name of the cluster (default: every deployed one).", **TARGET_HELP})
-def status(c, name=None, namespace=None, mode=None):
-    """Show whether the Dask scheduler and workers are ready and how to reach them."""
-    instance = _instance(c, name) if name else None
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        dask_local.status(c)
-        return
-    kubectl = kubectl_for(c, target)
-    instances = [instance] if instance else deployed_instances(kubectl, SERVICE)
-    if not instances:
-        print(f"dask: not deployed in namespace {target.namespace}")
-        return
-    for inst in instances:
-        found = _deployments(kubectl, inst)
-        if not found:
-            print(f"{inst}: not deployed in namespace {target.namespace}")
-            continue
-        print(f"{inst}: scheduler {_ready_line(found.get('scheduler'))}, workers {_ready_line(found.get('worker'))}")
-        print_access(c, target, inst)
-
-
-@task(help={"name": NAME_HELP, **TARGET_HELP})
-def dashboard(c, name=None, namespace=None, mode=None):
-    """Forward the Dask dashboard to this machine and print its URL; runs until Ctrl-C (local mode: print the URL)."""
-    instance = _instance(c, name)
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        url = dask_local.dashboard_url(c)
-        if url is None:
-            raise PlaybookError("the local Dask scheduler is not running: run `invoke dask.up` first")
-        print(f"dask: dashboard at {url}")
-        return
-    kubectl = kubectl_for(c, target)
-    if "scheduler" not in _deployments(kubectl, instance):
-        raise PlaybookError(f"dask {instance!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
-    with kubectl.port_forward(f"{instance}-scheduler", DASHBOARD_PORT) as local:
-        print(f"{instance}: dashboard at http://127.0.0.1:{local}/status (Ctrl-C to stop)", flush=True)
-        try:
-            hold_forward(local)
-        except KeyboardInterrupt:
-            print(f"{instance}: dashboard forward stopped")
-
-
 def hold_forward(port: int, every: float = 5.0) -> None:
     """Return only by Ctrl-C; fail when the port-forward stops listening (they do get closed)."""
     while True:
         time.sleep(every)
         if not tcp_ok("127.0.0.1", port, timeout=2):
             raise PlaybookError("the port-forward to the dashboard closed: run `invoke dask.dashboard` again")
-
-
-# ---------------------------------------------------------------- smoke
 
 
 def smoke_code() -> dict[str, str]:
@@ -478,39 +299,237 @@ def smoke_in_cluster(c, target: Target, kubectl: Kubectl, name: str, timeout: fl
     return report
 
 
-def smoke_reports(
-    c, target: Target, kubectl: Kubectl, name: str | None = None, in_cluster: bool = False, timeout=None
-) -> list[Report]:
-    """Check every deployed Dask cluster (or the one named); from here, or from a Job in the cluster."""
-    from playbooks.dask_check import run_check
+class DaskOnCluster(ClusterPart):
+    def validate(self, c, workers=None, worker_cpu=None, worker_memory=None, name=None, **_) -> None:
+        _instance(c, name)
+        _workers_flag(workers)
+        worker_resources(c, worker_cpu, worker_memory)
+        _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
 
-    if target.local:
-        return dask_local.smoke_reports(c, timeout)
-    seconds = _seconds(
-        timeout if timeout is not None else c.config.dask.smoke_timeout,
-        "--timeout" if timeout is not None else "dask.smoke_timeout",
-    )
-    instances = [name] if name else deployed_instances(kubectl, SERVICE)
-    reports = []
-    for inst in instances:
-        found = _deployments(kubectl, inst)
-        if "scheduler" not in found:
-            raise PlaybookError(f"dask {inst!r} is not deployed in namespace {target.namespace}: run `invoke dask.up`")
-        if found.get("worker", {}).get("spec", {}).get("replicas", 1) == 0:
-            print(f"{inst}: scaled to 0 workers, so the check cannot pass: run `invoke dask.scale 1`", flush=True)
+    def plan(self, backend: ClusterBackend, workers=None, worker_cpu=None, worker_memory=None, name=None, **_) -> Plan:
+        c = backend.c
+        instance = _instance(c, name)
+        resources = worker_resources(c, worker_cpu, worker_memory)
+        running = None
+        if workers is None:
+            worker = _deployments(backend.kubectl, instance).get("worker")
+            running = worker["spec"].get("replicas", 1) if worker else None
+        count, origin = choose_workers(workers, running, c.config.dask.workers)
+        return build_plan(c, backend.target, instance, count, resources, origin)
+
+    def access(self, backend: ClusterBackend, instance: str) -> None:
+        address = f"tcp://{in_cluster_host(f'{instance}-scheduler', backend.namespace)}:{SCHEDULER_PORT}"
+        forward = backend.kubectl_command(
+            "port-forward", f"service/{instance}-scheduler", str(SCHEDULER_PORT), str(DASHBOARD_PORT)
+        )
+        print(f"{instance}: scheduler (in-cluster)  {address}")
+        print(f"{instance}: from Python            Client({address!r})")
+        print(f"{instance}: dashboard              invoke dask.dashboard --name {instance}")
+        print(f"{instance}: or port-forward        {forward}")
+        release = image_release(backend.c.config.dask.image)
+        if release:
+            print(f"{instance}: client                 pin dask[distributed]=={release} (the image's release)")
+
+    def address(self, backend: ClusterBackend, instance: str) -> str:
+        return f"tcp://{instance}-scheduler.{backend.namespace}.svc:{SCHEDULER_PORT}"
+
+    def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
+        instance = _instance(backend.c, name)
+        kubectl = backend.kubectl
+        tear_down(kubectl, SERVICE, instance, purge=False)
+        leftovers = kubectl.names(kinds(list(load_templates(SMOKE))), managed_selector(SMOKE, instance))
+        kubectl.delete(leftovers)
+        if not backend.dry_run:
+            for leftover in leftovers:
+                kubectl.out(f"{instance}: deleted {leftover} (left by an interrupted smoke check)")
+
+    def scale(self, backend: ClusterBackend, count: int, name: str) -> None:
+        timeout = _seconds(backend.c.config.dask.rollout_timeout, "dask.rollout_timeout")
+        kubectl = backend.kubectl
+        worker = _deployments(kubectl, name).get("worker")
+        if worker is None:
+            raise PlaybookError(f"dask {name!r} is not deployed in namespace {backend.namespace}: run `invoke dask.up`")
+        # The worker Deployment as it will be, against the live one: more workers must fit the quota.
+        planned = copy.deepcopy(worker)
+        planned["spec"]["replicas"] = count
+        preflight.refuse(quota_shortfalls(kubectl, [planned], live=[worker], what=f"dask.scale {count}"))
+        args = ("scale", f"deployment/{name}-worker", f"--replicas={count}")
+        if backend.dry_run:
+            kubectl.show(*args)
+            return
+        kubectl.run(*args)
+        kubectl.wait_for_deployment(
+            f"{name}-worker",
+            component_selector(name, "worker"),
+            timeout,
+            f"{name}/workers",
+            resources="dask.worker_resources",
+        )
+
+    def status(self, backend: ClusterBackend, name=None) -> None:
+        kubectl = backend.kubectl
+        instances = [name] if name else deployed_instances(kubectl, SERVICE)
+        if not instances:
+            print(f"dask: not deployed in namespace {backend.namespace}")
+            return
+        for inst in instances:
+            found = _deployments(kubectl, inst)
+            if not found:
+                print(f"{inst}: not deployed in namespace {backend.namespace}")
+                continue
+            print(
+                f"{inst}: scheduler {_ready_line(found.get('scheduler'))}, workers {_ready_line(found.get('worker'))}"
+            )
+            self.access(backend, inst)
+
+    def dashboard(self, backend: ClusterBackend, name: str) -> None:
+        kubectl = backend.kubectl
+        if "scheduler" not in _deployments(kubectl, name):
+            raise PlaybookError(f"dask {name!r} is not deployed in namespace {backend.namespace}: run `invoke dask.up`")
+        with kubectl.port_forward(f"{name}-scheduler", DASHBOARD_PORT) as local:
+            print(f"{name}: dashboard at http://127.0.0.1:{local}/status (Ctrl-C to stop)", flush=True)
+            try:
+                hold_forward(local)
+            except KeyboardInterrupt:
+                print(f"{name}: dashboard forward stopped")
+
+    def smoke_reports(
+        self, backend: ClusterBackend, name=None, in_cluster: bool = False, timeout=None, **_
+    ) -> list[Report]:
+        """Check every deployed Dask cluster (or the one named); from here, or from a Job in the cluster."""
+        from playbooks.dask_check import run_check
+
+        c, kubectl = backend.c, backend.kubectl
+        seconds = _seconds(
+            timeout if timeout is not None else c.config.dask.smoke_timeout,
+            "--timeout" if timeout is not None else "dask.smoke_timeout",
+        )
+        instances = [name] if name else deployed_instances(kubectl, SERVICE)
+        reports = []
+        for inst in instances:
+            found = _deployments(kubectl, inst)
+            if "scheduler" not in found:
+                raise PlaybookError(
+                    f"dask {inst!r} is not deployed in namespace {backend.namespace}: run `invoke dask.up`"
+                )
+            if found.get("worker", {}).get("spec", {}).get("replicas", 1) == 0:
+                print(f"{inst}: scaled to 0 workers, so the check cannot pass: run `invoke dask.scale 1`", flush=True)
+            if in_cluster:
+                print(f"{inst}: checking {scheduler_address(inst)} from a Job in the cluster", flush=True)
+                report = smoke_in_cluster(c, backend.target, kubectl, inst, seconds)
+            else:
+
+                def check(endpoint, inst=inst) -> Report:
+                    print(f"{inst}: checking {endpoint.url('tcp')} via {endpoint.how}", flush=True)
+                    return run_check(endpoint.url("tcp"), seconds, min_workers=1, service=inst)
+
+                report = check_service(kubectl, f"{inst}-scheduler", [SCHEDULER_PORT], check)
+            print(report.render(), flush=True)
+            reports.append(report)
+        return reports
+
+    def sample_docs(self, c, target: Target) -> list[dict]:
+        name = _instance(c, None)
+        docs = build_plan(c, target, name, 2, worker_resources(c)).docs
+        return docs + smoke_job_docs(c, target, name, 60.0)
+
+
+class DaskLocal(LocalPart):
+    def validate(self, c, workers=None, name=None, **_) -> None:
+        _instance(c, name)
+        _workers_flag(workers)
+
+    def up(self, backend: LocalBackend, workers=None, worker_cpu=None, worker_memory=None, port=None, **_) -> None:
+        dask_local.up(backend.c, workers, worker_memory, port, worker_cpu)
+
+    def down(self, backend: LocalBackend, purge: bool, **_) -> None:
+        dask_local.down(backend.c)
+
+    def scale(self, backend: LocalBackend, count: int, name: str) -> None:
+        backend.refuse_dry_run("`dask.scale` starts or stops workers at once")
+        dask_local.scale(backend.c, count)
+
+    def status(self, backend: LocalBackend, **_) -> None:
+        dask_local.status(backend.c)
+
+    def dashboard(self, backend: LocalBackend, name: str) -> None:
+        url = dask_local.dashboard_url(backend.c)
+        if url is None:
+            raise PlaybookError("the local Dask scheduler is not running: run `invoke dask.up` first")
+        print(f"dask: dashboard at {url}")
+
+    def smoke_reports(self, backend: LocalBackend, in_cluster: bool = False, timeout=None, **_) -> list[Report]:
         if in_cluster:
-            print(f"{inst}: checking {scheduler_address(inst)} from a Job in the cluster", flush=True)
-            report = smoke_in_cluster(c, target, kubectl, inst, seconds)
-        else:
+            raise PlaybookError(
+                "--in-cluster needs a Kubernetes cluster and local mode has none: leave --in-cluster out"
+            )
+        return dask_local.smoke_reports(backend.c, timeout)
 
-            def check(endpoint, inst=inst) -> Report:
-                print(f"{inst}: checking {endpoint.url('tcp')} via {endpoint.how}", flush=True)
-                return run_check(endpoint.url("tcp"), seconds, min_workers=1, service=inst)
+    def logs(self, backend: LocalBackend, lines: int, **_) -> str:
+        return dask_local.logs(backend.c, int(lines))
 
-            report = check_service(kubectl, f"{inst}-scheduler", [SCHEDULER_PORT], check)
-        print(report.render(), flush=True)
-        reports.append(report)
-    return reports
+
+# ---------------------------------------------------------------- tasks
+
+
+@task(
+    help={
+        "workers": f"Number of workers, 0 to {MAX_WORKERS} (default: keep the running count, else dask.workers = 2).",
+        "worker-cpu": "CPU limit of each worker, e.g. 500m or 1; its thread count follows (rounded up).",
+        "worker-memory": "Memory limit of each worker, e.g. 448Mi or 1Gi; the worker's --memory-limit follows.",
+        "name": NAME_HELP,
+        "dry-run": "Print the manifests and commands; change nothing.",
+        "port": "Local mode: the scheduler's port on 127.0.0.1 (default: a free one).",
+        **TARGET_HELP,
+    }
+)
+def up(
+    c, workers=None, worker_cpu=None, worker_memory=None, name=None, namespace=None, mode=None, dry_run=False, port=None
+):
+    """Deploy a Dask scheduler and workers, and wait until all are ready."""
+    options = dict(workers=workers, worker_cpu=worker_cpu, worker_memory=worker_memory, name=name, port=port)
+    backend_for(c, namespace, mode, dry_run).up([SERVICE_SPEC], {SERVICE: options})
+
+
+@task(help={"name": NAME_HELP, "dry-run": "Print what would be deleted; change nothing.", **TARGET_HELP})
+def down(c, name=None, namespace=None, mode=None, dry_run=False):
+    """Remove the Dask scheduler and workers (found by their labels), and any smoke Job left over."""
+    _instance(c, name)
+    backend_for(c, namespace, mode, dry_run).down([SERVICE_SPEC], False, {SERVICE: {"name": name}})
+
+
+@task(
+    positional=["workers"],
+    help={
+        "workers": f"The new number of workers, 0 to {MAX_WORKERS}.",
+        "name": NAME_HELP,
+        "dry-run": "Print the command; change nothing.",
+        **TARGET_HELP,
+    },
+)
+def scale(c, workers, name=None, namespace=None, mode=None, dry_run=False):
+    """Change the number of Dask workers and wait for them; a later `dask.up` keeps the count."""
+    count = worker_count(workers, "the worker count")
+    instance = _instance(c, name)
+    _seconds(c.config.dask.rollout_timeout, "dask.rollout_timeout")
+    backend = backend_for(c, namespace, mode, dry_run)
+    backend.part(SERVICE_SPEC).scale(backend, count, instance)
+
+
+@task(help={"name": "Name of the cluster (default: every deployed one).", **TARGET_HELP})
+def status(c, name=None, namespace=None, mode=None):
+    """Show whether the Dask scheduler and workers are ready and how to reach them."""
+    instance = _instance(c, name) if name else None
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).status(backend, name=instance)
+
+
+@task(help={"name": NAME_HELP, **TARGET_HELP})
+def dashboard(c, name=None, namespace=None, mode=None):
+    """Forward the Dask dashboard to this machine and print its URL; runs until Ctrl-C (local mode: print the URL)."""
+    instance = _instance(c, name)
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).dashboard(backend, instance)
 
 
 @task(
@@ -526,13 +545,11 @@ def smoke(c, name=None, in_cluster=False, timeout=None, namespace=None, mode=Non
     instance = _instance(c, name) if name else None
     if timeout is not None:
         _seconds(timeout, "--timeout")
-    target = resolve_target(c, namespace, mode)
-    if target.local and in_cluster:
-        raise PlaybookError("--in-cluster needs a Kubernetes cluster and local mode has none: leave --in-cluster out")
-    kubectl = None if target.local else kubectl_for(c, target)
-    reports = smoke_reports(c, target, kubectl, instance, in_cluster=in_cluster, timeout=timeout)
+    backend = backend_for(c, namespace, mode)
+    options = {"name": instance, "in_cluster": in_cluster, "timeout": timeout}
+    reports = backend.smoke_reports([SERVICE_SPEC], {SERVICE: options})
     if not reports:
-        where = "running on this machine" if target.local else f"deployed in namespace {target.namespace}"
+        where = "running on this machine" if backend.mode == "local" else f"deployed {backend.where()}"
         raise PlaybookError(f"dask is not {where}: run `invoke dask.up`")
     require_passed(reports)
 
@@ -547,15 +564,24 @@ def smoke(c, name=None, in_cluster=False, timeout=None, namespace=None, mode=Non
 def logs(c, lines=50, name=None, namespace=None, mode=None):
     """Show the Dask logs (local mode: the scheduler's and workers' log files; cluster modes: the pods' logs)."""
     instance = _instance(c, name) if name else None
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        print(dask_local.logs(c, int(lines)) or "dask: no log yet")
-        return
-    kubectl = kubectl_for(c, target)
-    result = kubectl.run(
-        "logs", "-l", managed_selector(SERVICE, instance), "--all-containers", "--prefix", f"--tail={int(lines)}"
-    )
-    print(result.stdout.rstrip() or "dask: no log yet")
+    backend = backend_for(c, namespace, mode)
+    print(backend.part(SERVICE_SPEC).logs(backend, int(lines), name=instance) or "dask: no log yet")
 
 
 ns = Collection(SERVICE, up, down, status, scale, dashboard, smoke, logs)
+
+SERVICE_SPEC = Service(
+    name=SERVICE,
+    collection=ns,
+    defaults=DEFAULTS[SERVICE],
+    cluster=DaskOnCluster(SERVICE),
+    local=DaskLocal(SERVICE),
+    root_options=(
+        RootOption(
+            "workers",
+            "Number of Dask workers (default: keep the running count, else dask.workers).",
+            "workers",
+            worker_count,
+        ),
+    ),
+)

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import base64
 import os
-import shlex
 from functools import partial
 
 from invoke import Collection
 
-from playbooks import local, security
-from playbooks.deploy import (
-    Plan,
-    apply_plans,
-    config_hash,
-    deployed_instances,
-    kubectl_for,
-    resolve_target,
-    tear_down,
-)
+from playbooks import security
+from playbooks.backends import ClusterBackend, LocalBackend, backend_for
+from playbooks.defaults import DEFAULTS
+from playbooks.deploy import Plan, config_hash, deployed_instances, tear_down
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
-from playbooks.kube import Kubectl
 from playbooks.mlflow_check import round_trip
+from playbooks.parts import ClusterPart, LocalPart
 from playbooks.quantity import check_resources
+from playbooks.registry import RootOption, Service
 from playbooks.render import managed_selector, render
 from playbooks.report import Report, require_passed
 from playbooks.s3 import (
@@ -35,7 +29,7 @@ from playbooks.s3 import (
     validate_prefix,
 )
 from playbooks.services import mlflow_local, storage_cluster
-from playbooks.target import Target, local_from_config, validate_namespace
+from playbooks.target import Target, validate_namespace
 
 SERVICE = "mlflow"
 DB_PATH = "/mlflow/db/mlflow.db"
@@ -109,40 +103,149 @@ def _instance(c, name: str | None) -> str:
         raise PlaybookError(f"invalid service name {name!r}: use a DNS label such as 'mlflow'") from None
 
 
-def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, storage=None) -> tuple[Target, Plan]:
-    """Validate every input, detect the target, check access: all before any write."""
-    cfg = c.config.mlflow
-    instance = _instance(c, name)
-    if namespace:
-        validate_namespace(namespace)
-    chosen_prefix = validate_prefix(prefix if prefix is not None else cfg.prefix)
-    if storage not in (None, "local-s3", "env"):
-        raise PlaybookError(f"unknown --storage {storage!r}: use local-s3 (the storage.up store) or env (AWS_*)")
+STORAGE_CHOICES = (None, "local-s3", "env")
+
+
+def store_bucket(bucket: str | None, store_bucket: str, store: str) -> str:
+    """The bucket MLflow uses in the in-cluster store: the store's, or --bucket when it names the same."""
+    if bucket and bucket != store_bucket:
+        raise PlaybookError(
+            f"--bucket {bucket}: the object store {store!r} holds bucket {store_bucket}; "
+            f"run `invoke storage.up --bucket {bucket}` first, pass --bucket {store_bucket}, "
+            "or pass --storage env to use AWS_*"
+        )
+    return store_bucket
+
+
+def uses_store(storage: str | None) -> bool:
+    """Artifacts go to the storage.up store: asked for, or no AWS_* variable set."""
     no_env_storage = not any(
         os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
     )
-    if storage == "local-s3" or (storage is None and no_env_storage):
+    return storage == "local-s3" or (storage is None and no_env_storage)
+
+
+class MlflowOnCluster(ClusterPart):
+    def validate(self, c, bucket=None, prefix=None, name=None, storage=None, **_) -> None:
+        _instance(c, name)
+        validate_prefix(prefix if prefix is not None else c.config.mlflow.prefix)
+        if storage not in STORAGE_CHOICES:
+            raise PlaybookError(f"unknown --storage {storage!r}: use local-s3 (the storage.up store) or env (AWS_*)")
         if bucket:
             validate_bucket(bucket)
-        target = resolve_target(c, namespace, mode)
-        found = storage_cluster.settings(c, target, kubectl_for(c, target), c.config.storage.name)
-        if found is None:
-            if storage == "local-s3":
-                raise PlaybookError(f"no object store in namespace {target.namespace}: run `invoke storage.up` first")
-            s3_from_env(os.environ)  # raises: no credentials, and says how to get them
-        s3, chosen = found
-        origin = f"the storage service ({s3.endpoint_url})"
-        # Its endpoint is an in-cluster name: storage.up checked the bucket from inside.
-        reachable_here = False
-    else:
-        chosen, origin = choose_bucket(bucket, cfg.bucket, os.environ)
-        s3 = s3_from_env(os.environ)
-        target = resolve_target(c, namespace, mode)
-        reachable_here = True
-    plan = build_plan(c, target, s3, chosen, origin, chosen_prefix, instance)
-    if reachable_here:
-        plan.checks.append(partial(bucket_shortfalls, s3, chosen))
-    return target, plan
+        if not uses_store(storage):
+            choose_bucket(bucket, c.config.mlflow.bucket, os.environ)
+            s3_from_env(os.environ)
+
+    def plan(self, backend: ClusterBackend, bucket=None, prefix=None, name=None, storage=None, **_) -> Plan:
+        """Every input checked and the target detected: all before any write."""
+        c = backend.c
+        cfg = c.config.mlflow
+        instance = _instance(c, name)
+        chosen_prefix = validate_prefix(prefix if prefix is not None else cfg.prefix)
+        if uses_store(storage):
+            store = c.config.storage.name
+            found = storage_cluster.settings(c, backend.target, backend.kubectl, store)
+            if found is None:
+                if storage == "local-s3":
+                    raise PlaybookError(
+                        f"no object store in namespace {backend.namespace}: run `invoke storage.up` first"
+                    )
+                s3_from_env(os.environ)  # raises: no credentials, and says how to get them
+            s3, held = found
+            chosen = store_bucket(bucket, held, store)
+            origin = f"the storage service ({s3.endpoint_url})"
+            # Its endpoint is an in-cluster name: storage.up checked the bucket from inside.
+            reachable_here = False
+        else:
+            chosen, origin = choose_bucket(bucket, cfg.bucket, os.environ)
+            s3 = s3_from_env(os.environ)
+            reachable_here = True
+        plan = build_plan(c, backend.target, s3, chosen, origin, chosen_prefix, instance)
+        if reachable_here:
+            plan.checks.append(partial(bucket_shortfalls, s3, chosen))
+        return plan
+
+    def access(self, backend: ClusterBackend, instance: str) -> None:
+        port = int(backend.c.config.mlflow.port)
+        print(f"{instance}: in-cluster URL   http://{in_cluster_host(instance, backend.namespace)}:{port}")
+        print(
+            f"{instance}: port-forward     {backend.kubectl_command('port-forward', f'service/{instance}', f'{port}:{port}')}"
+        )
+        print(f"{instance}: then             export MLFLOW_TRACKING_URI=http://localhost:{port}")
+
+    def address(self, backend: ClusterBackend, instance: str) -> str:
+        return f"http://{instance}.{backend.namespace}.svc:{backend.c.config.mlflow.port}"
+
+    def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
+        tear_down(backend.kubectl, SERVICE, _instance(backend.c, name), purge)
+
+    def status(self, backend: ClusterBackend, name=None) -> None:
+        kubectl = backend.kubectl
+        instances = [name] if name else deployed_instances(kubectl, SERVICE)
+        if not instances:
+            print(f"mlflow: not deployed in namespace {backend.namespace}")
+            return
+        for inst in instances:
+            items = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst)).get("items", [])
+            if not items:
+                print(f"{inst}: not deployed in namespace {backend.namespace}")
+                continue
+            ready = items[0].get("status", {}).get("readyReplicas", 0)
+            want = items[0].get("spec", {}).get("replicas", 1)
+            print(f"{inst}: {'ready' if ready >= want else 'NOT ready'} ({ready}/{want} replicas)")
+            self.access(backend, inst)
+
+    def smoke_reports(self, backend: ClusterBackend, name=None, **_) -> list[Report]:
+        """Round-trip every deployed MLflow instance (or the one named)."""
+        kubectl = backend.kubectl
+        instances = [name] if name else deployed_instances(kubectl, SERVICE)
+        reports = []
+        s3 = s3_from_env(os.environ, required=False)
+        for inst in instances:
+            state = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst))
+            if not state.get("items"):
+                raise PlaybookError(
+                    f"mlflow {inst!r} is not deployed in namespace {backend.namespace}: run `invoke mlflow.up`"
+                )
+            bucket, prefix = artifact_destination(state["items"][0])
+
+            def check(endpoint, inst=inst, bucket=bucket, prefix=prefix) -> Report:
+                print(f"{inst}: checking {endpoint.url()} via {endpoint.how}", flush=True)
+                return round_trip(endpoint.url(), s3=s3, bucket=bucket, prefix=prefix, service=inst)
+
+            report = check_service(kubectl, inst, [int(backend.c.config.mlflow.port)], check)
+            print(report.render(), flush=True)
+            reports.append(report)
+        return reports
+
+    def logs(self, backend: ClusterBackend, lines: int, name=None, **_) -> str:
+        return super().logs(backend, lines, None)
+
+    def sample_docs(self, c, target: Target) -> list[dict]:
+        s3 = S3Settings("AKIAEXAMPLE", "example-secret", endpoint_url="http://s3.example:9000")
+        return build_plan(c, target, s3, "ws-frank", "--bucket", "mlflow", _instance(c, None)).docs
+
+
+class MlflowLocal(LocalPart):
+    def validate(self, c, bucket=None, **_) -> None:
+        if bucket:
+            validate_bucket(bucket)
+
+    def up(self, backend: LocalBackend, bucket=None, prefix=None, port=None, storage=None, **_) -> None:
+        mlflow_local.up(backend.c, bucket, prefix, port, storage)
+
+    def down(self, backend: LocalBackend, purge: bool, **_) -> None:
+        mlflow_local.down(backend.c, purge)
+
+    def status(self, backend: LocalBackend, **_) -> None:
+        mlflow_local.status(backend.c)
+
+    def smoke_reports(self, backend: LocalBackend, **_) -> list[Report]:
+        return mlflow_local.smoke_reports(backend.c)
+
+    def logs(self, backend: LocalBackend, lines: int, **_) -> str:
+        return mlflow_local.logs(backend.c, int(lines))
 
 
 @task(
@@ -158,15 +261,8 @@ def plan_up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, s
 )
 def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_run=False, port=None, storage=None):
     """Deploy an MLflow tracking server with artifacts in your bucket, and wait until it is ready."""
-    if local_from_config(c, mode):
-        resolve_target(c, namespace, mode)
-        local.refuse_dry_run(dry_run, "`up` only starts processes")
-        mlflow_local.up(c, bucket, prefix, port, storage)
-        return
-    target, plan = plan_up(c, bucket, prefix, name, namespace, mode, storage)
-    apply_plans(kubectl_for(c, target, dry_run), [plan])
-    if not dry_run:
-        print_access(c, target, plan.instance)
+    options = dict(bucket=bucket, prefix=prefix, name=name, port=port, storage=storage)
+    backend_for(c, namespace, mode, dry_run).up([SERVICE_SPEC], {SERVICE: options})
 
 
 @task(
@@ -179,47 +275,16 @@ def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_ru
 )
 def down(c, name=None, purge=False, namespace=None, mode=None, dry_run=False):
     """Remove the MLflow server (found by its labels); keeps the database volume unless --purge."""
-    instance = _instance(c, name)
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        local.refuse_dry_run(dry_run, "`down` stops processes at once")
-        mlflow_local.down(c, purge)
-        return
-    tear_down(kubectl_for(c, target, dry_run), SERVICE, instance, purge)
-
-
-def print_access(c, target: Target, name: str) -> None:
-    port = int(c.config.mlflow.port)
-    host = in_cluster_host(name, target.namespace)
-    flags = shlex.join(target.kubectl_flags())
-    print(f"{name}: in-cluster URL   http://{host}:{port}")
-    print(f"{name}: port-forward     kubectl {flags} port-forward service/{name} {port}:{port}")
-    print(f"{name}: then             export MLFLOW_TRACKING_URI=http://localhost:{port}")
+    _instance(c, name)
+    backend_for(c, namespace, mode, dry_run).down([SERVICE_SPEC], purge, {SERVICE: {"name": name}})
 
 
 @task(help={"name": "Name of the service (default: mlflow).", **TARGET_HELP})
 def status(c, name=None, namespace=None, mode=None):
     """Show whether MLflow is ready and how to reach it."""
     instance = _instance(c, name) if name else None
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        mlflow_local.status(c)
-        return
-    kubectl = kubectl_for(c, target)
-    instances = [instance] if instance else deployed_instances(kubectl, SERVICE)
-    if not instances:
-        print(f"mlflow: not deployed in namespace {target.namespace}")
-        return
-    for inst in instances:
-        state = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst))
-        items = state.get("items", [])
-        if not items:
-            print(f"{inst}: not deployed in namespace {target.namespace}")
-            continue
-        ready = items[0].get("status", {}).get("readyReplicas", 0)
-        want = items[0].get("spec", {}).get("replicas", 1)
-        print(f"{inst}: {'ready' if ready >= want else 'NOT ready'} ({ready}/{want} replicas)")
-        print_access(c, target, inst)
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).status(backend, name=instance)
 
 
 def artifact_destination(deployment: dict) -> tuple[str | None, str]:
@@ -233,56 +298,34 @@ def artifact_destination(deployment: dict) -> tuple[str | None, str]:
     return None, ""
 
 
-def smoke_reports(c, target: Target, kubectl: Kubectl | None, name: str | None = None) -> list[Report]:
-    """Round-trip every deployed MLflow instance (or the one named)."""
-    if target.local:
-        return mlflow_local.smoke_reports(c)
-    instances = [name] if name else deployed_instances(kubectl, SERVICE)
-    reports = []
-    s3 = s3_from_env(os.environ, required=False)
-    for inst in instances:
-        state = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst))
-        if not state.get("items"):
-            raise PlaybookError(
-                f"mlflow {inst!r} is not deployed in namespace {target.namespace}: run `invoke mlflow.up`"
-            )
-        bucket, prefix = artifact_destination(state["items"][0])
-
-        def check(endpoint, inst=inst, bucket=bucket, prefix=prefix) -> Report:
-            print(f"{inst}: checking {endpoint.url()} via {endpoint.how}", flush=True)
-            return round_trip(endpoint.url(), s3=s3, bucket=bucket, prefix=prefix, service=inst)
-
-        report = check_service(kubectl, inst, [int(c.config.mlflow.port)], check)
-        print(report.render(), flush=True)
-        reports.append(report)
-    return reports
-
-
 @task(help={"name": "Name of the service (default: every deployed instance).", **TARGET_HELP})
 def smoke(c, name=None, namespace=None, mode=None):
     """Prove MLflow works: log a param, metric and artifact, read them back, find the object in S3."""
     instance = _instance(c, name) if name else None
-    target = resolve_target(c, namespace, mode)
-    kubectl = None if target.local else kubectl_for(c, target)
-    reports = smoke_reports(c, target, kubectl, instance)
+    backend = backend_for(c, namespace, mode)
+    reports = backend.smoke_reports([SERVICE_SPEC], {SERVICE: {"name": instance}})
     if not reports:
-        where = "running on this machine" if target.local else f"deployed in namespace {target.namespace}"
+        where = "running on this machine" if backend.mode == "local" else f"deployed {backend.where()}"
         raise PlaybookError(f"mlflow is not {where}: run `invoke mlflow.up`")
     require_passed(reports)
 
 
-@task(help={"lines": "How many lines from the end (default: 50)."})
+@task(help={"lines": "How many lines from the end (default: 50).", **TARGET_HELP})
 def logs(c, lines=50, namespace=None, mode=None):
     """Show the MLflow server's log (local mode: its log file; cluster modes: the pod's log)."""
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        print(mlflow_local.logs(c, int(lines)) or "mlflow: no log yet")
-        return
-    kubectl = kubectl_for(c, target)
-    result = kubectl.run(
-        "logs", "-l", managed_selector(SERVICE), "--all-containers", "--prefix", f"--tail={int(lines)}"
-    )
-    print(result.stdout.rstrip() or "mlflow: no log yet")
+    backend = backend_for(c, namespace, mode)
+    print(backend.part(SERVICE_SPEC).logs(backend, int(lines)) or "mlflow: no log yet")
 
 
 ns = Collection(SERVICE, up, down, status, smoke, logs)
+
+SERVICE_SPEC = Service(
+    name=SERVICE,
+    collection=ns,
+    defaults=DEFAULTS[SERVICE],
+    cluster=MlflowOnCluster(SERVICE),
+    local=MlflowLocal(SERVICE),
+    root_options=(
+        RootOption("bucket", "MLflow's artifact bucket (default: WORKSHOP_NAMESPACE).", "bucket", validate_bucket),
+    ),
+)

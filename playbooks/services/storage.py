@@ -1,7 +1,7 @@
 """Object storage where the platform gives none: an S3 endpoint and a bucket.
 
 Cluster modes: a MinIO Deployment with a volume and generated credentials; the bucket is
-made by a Job. Local mode: an S3-protocol server process (moto's server mode).
+made by a Job. Local mode: an S3-protocol server process (storage_local).
 """
 
 from __future__ import annotations
@@ -9,13 +9,19 @@ from __future__ import annotations
 from invoke import Collection
 
 from playbooks import local
-from playbooks.deploy import kubectl_for, resolve_target, tear_down
+from playbooks.backends import ClusterBackend, LocalBackend, backend_for
+from playbooks.defaults import DEFAULTS
+from playbooks.deploy import tear_down
 from playbooks.errors import PlaybookError, task
 from playbooks.jobs import remove
+from playbooks.parts import ClusterPart, LocalPart
+from playbooks.registry import Service
 from playbooks.render import kinds, load_templates, managed_selector
+from playbooks.s3 import validate_bucket
 from playbooks.services import storage_cluster, storage_local
-from playbooks.target import local_from_config, validate_namespace
+from playbooks.target import Target, validate_namespace
 
+SERVICE = "storage"
 HELP = {
     "namespace": "Namespace to act in (cluster modes; default: SESSION_NAMESPACE, then the context's).",
     "mode": "namespace, vcluster or local; overrides detection.",
@@ -31,6 +37,62 @@ def _name(c, name):
         raise PlaybookError(f"invalid service name {name!r}: use a DNS label such as 'storage'") from None
 
 
+class StorageOnCluster(ClusterPart):
+    def validate(self, c, name=None, bucket=None, **_) -> None:
+        _name(c, name)
+        if bucket:
+            validate_bucket(bucket)
+
+    def validate_down(self, c, name=None, **_) -> None:
+        _name(c, name)
+
+    def ensure(self, backend: ClusterBackend, bucket=None, name=None, **_) -> None:
+        storage_cluster.up(backend.c, backend.target, backend.kubectl, bucket, _name(backend.c, name))
+
+    def address(self, backend: ClusterBackend, instance: str) -> str:
+        return f"http://{instance}.{backend.namespace}.svc:9000"
+
+    def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
+        instance = _name(backend.c, name)
+        kubectl = backend.kubectl
+        keep = ("persistentvolumeclaim/", f"secret/{storage_cluster.secret_name(instance)}")
+        tear_down(kubectl, SERVICE, instance, purge, keep=keep)
+        job = storage_cluster.BUCKET_JOB
+        leftovers = kubectl.names(kinds(list(load_templates(job))), managed_selector(job, instance))
+        if leftovers and not backend.dry_run:
+            remove(kubectl, leftovers)
+
+    def status(self, backend: ClusterBackend, name=None) -> None:
+        storage_cluster.print_env(backend.c, backend.target, backend.kubectl, _name(backend.c, name))
+
+    def logs(self, backend: ClusterBackend, lines: int, name=None, **_) -> str:
+        return super().logs(backend, lines, _name(backend.c, name))
+
+    def sample_docs(self, c, target: Target) -> list[dict]:
+        name = _name(c, None)
+        creds = {"AWS_ACCESS_KEY_ID": "example", "AWS_SECRET_ACCESS_KEY": "example-secret"}
+        docs = storage_cluster.build_plan(c, target, name, "ws-frank", creds).docs
+        return docs + storage_cluster.bucket_job_docs(c, target, name, "ws-frank", 60.0)
+
+
+class StorageLocal(LocalPart):
+    def validate(self, c, bucket=None, **_) -> None:
+        if bucket:
+            validate_bucket(bucket)
+
+    def up(self, backend: LocalBackend, bucket=None, port=None, **_) -> None:
+        storage_local.up(backend.c, bucket, port)
+
+    def down(self, backend: LocalBackend, purge: bool, **_) -> None:
+        storage_local.down(backend.c, purge)
+
+    def status(self, backend: LocalBackend, **_) -> None:
+        storage_local.print_env(backend.c)
+
+    def logs(self, backend: LocalBackend, lines: int, **_) -> str:
+        return local.tail_log(backend.c, SERVICE, SERVICE, int(lines))
+
+
 @task(
     help={
         "bucket": "Bucket to create (default: WORKSHOP_NAMESPACE, else storage.bucket).",
@@ -42,15 +104,9 @@ def _name(c, name):
 )
 def up(c, bucket=None, port=None, name=None, namespace=None, mode=None, dry_run=False):
     """Provide an S3 endpoint with a bucket; print the AWS_* variables to export (secrets by reference)."""
-    instance = _name(c, name)
-    if namespace:
-        validate_namespace(namespace)
-    if local_from_config(c, mode):
-        resolve_target(c, namespace, mode)
-        local.refuse_dry_run(dry_run, "`up` only starts a process")
-        storage_local.up(c, bucket, port)
-        return
-    storage_cluster.up(c, resolve_target(c, namespace, mode), bucket, instance, dry_run)
+    _name(c, name)
+    options = {"bucket": bucket, "port": port, "name": name}
+    backend_for(c, namespace, mode, dry_run).up([SERVICE_SPEC], {SERVICE: options})
 
 
 @task(
@@ -63,51 +119,35 @@ def up(c, bucket=None, port=None, name=None, namespace=None, mode=None, dry_run=
 )
 def down(c, purge=False, name=None, namespace=None, mode=None, dry_run=False):
     """Remove the object store; keeps its data and credentials unless --purge."""
-    instance = _name(c, name)
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        local.refuse_dry_run(dry_run, "`down` stops processes at once")
-        storage_local.down(c, purge)
-        return
-    kubectl = kubectl_for(c, target, dry_run)
-    keep = ("persistentvolumeclaim/", f"secret/{storage_cluster.secret_name(instance)}")
-    tear_down(kubectl, storage_cluster.SERVICE, instance, purge, keep=keep)
-    leftovers = kubectl.names(
-        kinds(list(load_templates(storage_cluster.BUCKET_JOB))), managed_selector(storage_cluster.BUCKET_JOB, instance)
-    )
-    if leftovers and not dry_run:
-        remove(kubectl, leftovers)
+    _name(c, name)
+    backend_for(c, namespace, mode, dry_run).down([SERVICE_SPEC], purge, {SERVICE: {"name": name}})
 
 
 @task(help={"name": NAME_HELP, **HELP})
 def status(c, name=None, namespace=None, mode=None):
     """Show whether the store answers, and the AWS_* variables to export (secrets by reference)."""
-    instance = _name(c, name)
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        storage_local.print_env(c)
-        return
-    storage_cluster.print_env(c, target, kubectl_for(c, target), instance)
+    _name(c, name)
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).status(backend, name=name)
 
 
 @task(help={"lines": "How many lines from the end (default: 50).", "name": NAME_HELP, **HELP})
 def logs(c, lines=50, name=None, namespace=None, mode=None):
     """Show the object store's log."""
-    instance = _name(c, name)
-    target = resolve_target(c, namespace, mode)
-    if target.local:
-        print(local.tail_log(c, "storage", "storage", int(lines)) or "storage: no log yet")
-        return
-    kubectl = kubectl_for(c, target)
-    result = kubectl.run(
-        "logs",
-        "-l",
-        managed_selector(storage_cluster.SERVICE, instance),
-        "--all-containers",
-        "--prefix",
-        f"--tail={int(lines)}",
-    )
-    print(result.stdout.rstrip() or "storage: no log yet")
+    _name(c, name)
+    backend = backend_for(c, namespace, mode)
+    print(backend.part(SERVICE_SPEC).logs(backend, int(lines), name=name) or "storage: no log yet")
 
 
-ns = Collection("storage", up, down, status, logs)
+ns = Collection(SERVICE, up, down, status, logs)
+
+SERVICE_SPEC = Service(
+    name=SERVICE,
+    collection=ns,
+    defaults=DEFAULTS[SERVICE],
+    cluster=StorageOnCluster(SERVICE),
+    local=StorageLocal(SERVICE),
+    # Other services' data lives in it: the root tasks start and stop it only when named in --only.
+    by_default=(),
+    down_by_default=False,
+)

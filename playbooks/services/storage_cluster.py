@@ -10,7 +10,7 @@ import shlex
 from functools import partial
 
 from playbooks import security
-from playbooks.deploy import Plan, access_shortfalls, apply_plans, config_hash, kubectl_for
+from playbooks.deploy import Plan, access_shortfalls, apply_plans, config_hash
 from playbooks.errors import PlaybookError
 from playbooks.jobs import run_job
 from playbooks.kube import Kubectl
@@ -79,9 +79,9 @@ def bucket_job_docs(c, target: Target, name: str, bucket: str, deadline: float) 
     return render(BUCKET_JOB, name, target.namespace, params)
 
 
-def up(c, target: Target, bucket: str | None, name: str, dry_run: bool) -> None:
+def up(c, target: Target, kubectl: Kubectl, bucket: str | None, name: str) -> None:
     chosen = validate_bucket(bucket or os.environ.get("WORKSHOP_NAMESPACE") or c.config.storage.bucket)
-    kubectl = kubectl_for(c, target, dry_run)
+    dry_run = kubectl.dry_run
     creds = read_credentials(kubectl, name)
     if creds is None:
         creds = generate_credentials()

@@ -2,6 +2,8 @@
 
 import pytest
 
+from playbooks import registry
+
 
 def test_up_status_down_for_all_services(all_services):
     session = all_services
@@ -31,7 +33,7 @@ def test_up_status_down_for_all_services(all_services):
 def test_only_picks_services_and_rejects_unknown_ones(session):
     unknown = session.run("up", "--only", "mlflow,spark")
     assert unknown.returncode == 1
-    assert unknown.stderr.strip() == "error: unknown service spark: choose from mlflow, dask, gateway"
+    assert unknown.stderr.strip() == f"error: unknown service spark: choose from {', '.join(registry.names())}"
     assert session.labelled() == []
     only = session.run("up", "--only", "dask")
     assert only.returncode == 0, only.stderr

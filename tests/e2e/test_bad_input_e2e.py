@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from playbooks import registry
 from playbooks.helm import LIST_STATES
 from tests.conftest import one_error_line
 from tests.e2e.conftest import MODES, STANDIN_CHART, Session, new_session
@@ -162,7 +163,9 @@ CASES = [
         modes=NAMESPACE_ONLY,
     ),
     # ---- whole-stack tasks
-    Case("up --only nope", ["up", "--only", "nope"], "unknown service nope: choose from mlflow, dask, gateway"),
+    Case(
+        "up --only nope", ["up", "--only", "nope"], f"unknown service nope: choose from {', '.join(registry.names())}"
+    ),
     Case("down --only nope", ["down", "--only", "nope"], "unknown service nope"),
     Case(
         "status --namespace Bad_NS",

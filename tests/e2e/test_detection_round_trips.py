@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from invoke import Config, Context
 
-from playbooks import target as target_module
-from playbooks.target import detect
+from playbooks.backends import resolve_target
+from playbooks.collection import ns
 
 MAX_ROUND_TRIPS = 3
 QUESTIONS = [
@@ -94,20 +95,26 @@ def credentials(session):
         cluster.kubectl("delete", "clusterrolebinding", binding, check=False)
 
 
-@pytest.fixture
-def fresh_chain(monkeypatch):
-    monkeypatch.setattr(target_module, "_detected", {})
-    monkeypatch.setattr(target_module, "_last", [])
+def chain_context(kubeconfig: Path, namespace: str | None) -> Context:
+    """A context as one `invoke a b c` chain shares it: its own Config, hence its own chain."""
+    config = Config(lazy=True)
+    config.load_collection(ns.configuration())
+    config.target.kubeconfig = str(kubeconfig)
+    config.target.namespace = namespace
+    return Context(config)
 
 
-def test_detection_makes_at_most_three_round_trips(session, credentials, fresh_chain):
+def test_detection_makes_at_most_three_round_trips(session, credentials, monkeypatch):
     kubeconfig, username = credentials
     audit_log = session.cluster.plane.audit_log
     env = {**session.env, "KUBECONFIG": str(kubeconfig)}
     namespace = session.namespace if session.mode == "vcluster" else None
     before = settled_requests(audit_log, kubeconfig, username)
 
-    found = detect(namespace=namespace, kubeconfig=str(kubeconfig), env=env)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    c = chain_context(kubeconfig, namespace)
+    found = resolve_target(c)
     assert found.mode == session.mode and found.namespace == session.namespace, found.evidence
 
     requests = settled_requests(audit_log, kubeconfig, username)[len(before) :]
@@ -118,7 +125,7 @@ def test_detection_makes_at_most_three_round_trips(session, credentials, fresh_c
     assert sorted(urlparse(e["requestURI"]).path for e in asked) == QUESTIONS, describe(requests)
     assert all(e["verb"] == "get" and urlparse(e["requestURI"]).path == "/version" for e in wrapper), describe(wrapper)
 
-    again = detect(namespace=namespace, kubeconfig=str(kubeconfig), env=env)
+    again = resolve_target(c)
     assert again is found
     later = settled_requests(audit_log, kubeconfig, username)[len(before) + len(requests) :]
     assert later == [], f"the second detection in one chain asked the API again: {describe(later)}"

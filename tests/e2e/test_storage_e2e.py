@@ -25,7 +25,14 @@ def test_storage_up_down_and_mlflow_on_it(session):
     again = session.run("storage.up", "--bucket", "ws-store", env=NO_AWS)
     assert again.returncode == 0 and "storage: no change" in again.stdout and "generated" not in again.stdout
 
-    mlflow = session.run("mlflow.up", env=NO_AWS)
+    # --bucket naming another bucket than the store holds was silently ignored: now one line, nothing applied.
+    other = session.run("mlflow.up", "--bucket", "ws-other", env=NO_AWS)
+    assert other.returncode == 1 and len(other.stderr.strip().splitlines()) == 1, other.stdout + other.stderr
+    assert "--bucket ws-other: the object store 'storage' holds bucket ws-store" in other.stderr
+    assert "storage.up --bucket ws-other" in other.stderr
+    assert not [name for name in session.labelled() if "mlflow" in name]
+
+    mlflow = session.run("mlflow.up", "--bucket", "ws-store", env=NO_AWS)
     assert mlflow.returncode == 0, mlflow.stdout + mlflow.stderr
     assert "artifacts go to s3://ws-store/mlflow (bucket from the storage service" in mlflow.stdout
     env_map = next(v for k, v in session.objects().items() if k == "ConfigMap/mlflow-env")["data"]
