@@ -37,7 +37,7 @@ from playbooks.gateway_check import run_check, versions_line
 from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
 from playbooks.render import REDACTED, common_labels, manifests_dir
-from playbooks.services import gateway
+from playbooks.services import gateway, gateway_chart
 from tests.conftest import QUIET_ENV, tool
 from tests.manifests import FakeContext, config, target, validate_all
 
@@ -426,7 +426,7 @@ def history(fakes, monkeypatch):
                 return argv[argv.index("--description") + 1] if "--description" in argv else "Upgrade complete"
         return fakes.read_state().get("description", "Install complete")
 
-    monkeypatch.setattr(gateway, "last_description", latest)
+    monkeypatch.setattr(gateway_chart, "last_description", latest)
 
 
 def test_unchanged_release_is_not_upgraded(fakes, in_mode, history, capsys):
