@@ -340,12 +340,7 @@ def apply_crds(kubectl: Kubectl, docs: list[dict]) -> None:
     """
     names = [doc["metadata"]["name"] for doc in docs]
     if kubectl.dry_run:
-        line = shlex.join(
-            kubectl.argv(
-                "apply", "--server-side", f"--field-manager={kubectl.field_manager}", "--force-conflicts", "-f", "-"
-            )
-        )
-        kubectl.out(f"$ {line}  # the chart's {len(docs)} CRDs: {', '.join(names)}")
+        kubectl.show_apply(note=f"  # the chart's {len(docs)} CRDs: {', '.join(names)}")
         return
     changed = kubectl.apply(docs, timeout=180)
     kubectl.out(f"CRDs: {'updated' if changed else 'unchanged'} ({', '.join(names)})")
