@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from playbooks import cluster, root
+from playbooks import root
 from playbooks.defaults import DEFAULTS
 from playbooks.services import dask, gateway, mlflow, storage
 
@@ -11,5 +11,4 @@ ns.add_collection(mlflow.ns)
 ns.add_collection(dask.ns)
 ns.add_collection(gateway.ns)
 ns.add_collection(storage.ns)
-ns.add_collection(cluster.ns)
 ns.configure(DEFAULTS)
