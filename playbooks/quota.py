@@ -6,11 +6,11 @@ needs nothing more. Every shortfall is reported at once.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from decimal import Decimal
 
 from playbooks.errors import PlaybookError
+from playbooks.quantity import parse
 
 COUNTED = {
     "Deployment": "count/deployments.apps",
@@ -20,20 +20,14 @@ COUNTED = {
     "ConfigMap": "configmaps",
     "PersistentVolumeClaim": "persistentvolumeclaims",
 }
-_SUFFIX = {
-    "m": Decimal("0.001"), "": Decimal(1),
-    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
-}  # fmt: skip
-_QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 
 
 def quantity(value) -> Decimal:
     """A Kubernetes quantity as a number (cores, bytes or a count)."""
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
+    number = parse(value)
+    if number is None:
         raise PlaybookError(f"cannot read the quantity {value!r} of a ResourceQuota")
-    return Decimal(match[1]) * _SUFFIX[match[2] or ""]
+    return number
 
 
 def _pod_spec_and_count(doc: dict) -> tuple[dict | None, int]:
