@@ -19,6 +19,7 @@ from playbooks.errors import PlaybookError
 from playbooks.render import redacted, to_yaml
 from playbooks.runner import Result, TimedOut, child_env, find_command, last_line, run_argv, shown
 from playbooks.stuck import (
+    WORKLOADS,
     Finding,
     Fixes,
     Sightings,
@@ -252,22 +253,35 @@ class Kubectl:
     def wait_for_deployment(
         self, name: str, selector: str, timeout: float, label: str | None = None, resources: str | None = None
     ) -> None:
-        """Wait until the Deployment's rollout is complete, as `kubectl rollout status` decides.
+        """Wait until the Deployment's rollout is complete (see wait_for_rollout)."""
+        self.wait_for_rollout("Deployment", name, selector, timeout, label, resources)
+
+    def wait_for_rollout(
+        self,
+        kind: str,
+        name: str,
+        selector: str,
+        timeout: float,
+        label: str | None = None,
+        resources: str | None = None,
+    ) -> None:
+        """Wait until the rollout of a Deployment, StatefulSet or Job is complete, as `kubectl rollout status`
+        decides (a Job: until it completed).
 
         The wait stops early, with the evidence and one line naming the cause and a fix, when the
         cluster already says the rollout cannot finish (see rollout_findings). resources is the
-        setting that sizes the Deployment's pods (e.g. "mlflow.resources"): the fix names it.
+        setting that sizes its pods (e.g. "mlflow.resources"): the fix names it.
         """
         label = label or name
-        fixes = Fixes(resources)
+        fixes = Fixes(resources, job=kind == "Job")
         sightings = Sightings()
-        kinds = self.readable("deployments.apps", "pods", "replicasets.apps", "persistentvolumeclaims")
+        kinds = self.readable(*WORKLOADS[kind])
 
         def probe(seconds: float) -> tuple[bool, str]:
             state = self.get_json(kinds, selector, timeout=seconds)
-            done, line = rollout_progress(state, name)
+            done, line = rollout_progress(state, name, kind)
             if not done:
-                found = self.explained(lambda events: rollout_findings(state, name, events, fixes), None, seconds)
+                found = self.explained(lambda events: rollout_findings(state, name, events, fixes, kind), None, seconds)
                 self.judge(sightings, found, line)
             return done, line
 

@@ -14,6 +14,7 @@ from playbooks.quantity import parse
 
 COUNTED = {
     "Deployment": "count/deployments.apps",
+    "StatefulSet": "count/statefulsets.apps",
     "Job": "count/jobs.batch",
     "Service": "services",
     "Secret": "secrets",
@@ -30,13 +31,25 @@ def quantity(value) -> Decimal:
     return number
 
 
+# The field that says how many pods of its template a workload runs at once.
+POD_COUNT = {"Deployment": "replicas", "StatefulSet": "replicas", "Job": "parallelism"}
+
+
 def _pod_spec_and_count(doc: dict) -> tuple[dict | None, int]:
     spec = doc.get("spec") or {}
-    if doc.get("kind") == "Deployment":
-        return spec.get("template", {}).get("spec"), int(spec.get("replicas", 1))
-    if doc.get("kind") == "Job":
-        return spec.get("template", {}).get("spec"), int(spec.get("parallelism", 1))
+    if doc.get("kind") in POD_COUNT:
+        return spec.get("template", {}).get("spec"), int(spec.get(POD_COUNT[doc["kind"]], 1))
     return None, 0
+
+
+def _claims(doc: dict) -> list[tuple[dict, int]]:
+    """The claims an object makes: a PersistentVolumeClaim itself, or a StatefulSet's template per replica."""
+    if doc.get("kind") == "PersistentVolumeClaim":
+        return [(doc, 1)]
+    if doc.get("kind") == "StatefulSet":
+        spec = doc.get("spec") or {}
+        return [(claim, int(spec.get("replicas", 1))) for claim in spec.get("volumeClaimTemplates") or []]
+    return []
 
 
 def needs(docs: list[dict]) -> Counter:
@@ -46,10 +59,12 @@ def needs(docs: list[dict]) -> Counter:
         kind = doc.get("kind")
         if kind in COUNTED:
             total[COUNTED[kind]] += 1
-        if kind == "PersistentVolumeClaim":
-            size = doc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+        for claim, count in _claims(doc):
+            if kind != "PersistentVolumeClaim":
+                total[COUNTED["PersistentVolumeClaim"]] += count
+            size = claim.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
             if size:
-                total["requests.storage"] += quantity(size)
+                total["requests.storage"] += quantity(size) * count
         pod, count = _pod_spec_and_count(doc)
         if pod is None or count == 0:
             continue
