@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from playbooks import cluster, registry, root
+from playbooks import registry, root
 from playbooks.defaults import DEFAULTS
 
 ns = Collection(root.target, root.up, root.down, root.status, root.smoke)
@@ -10,5 +10,4 @@ defaults = dict(DEFAULTS)
 for service in registry.services():
     ns.add_collection(service.collection)
     defaults[service.name] = service.defaults
-ns.add_collection(cluster.ns)
 ns.configure(defaults)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from playbooks.errors import PlaybookError
+from playbooks.defaults import DEFAULTS
 
 
 def _number(value) -> bool:
@@ -58,11 +58,11 @@ def mismatches(config, defaults: Mapping, path: str = "") -> list[tuple[str, obj
     return found
 
 
-def check_types(config) -> None:
-    from playbooks.defaults import DEFAULTS
-
+def config_problem(config) -> str | None:
+    """The first setting whose kind differs from its default's, as the line that names the fix; None when all fit."""
     found = mismatches(config, DEFAULTS)
-    if found:
-        key, value, wanted = found[0]
-        variable = "INVOKE_" + key.upper().replace(".", "_")
-        raise PlaybookError(f"setting {key} is {value!r}, which is not {wanted}: fix it in invoke.yaml or {variable}")
+    if not found:
+        return None
+    key, value, wanted = found[0]
+    variable = "INVOKE_" + key.upper().replace(".", "_")
+    return f"setting {key} is {value!r}, which is not {wanted}: fix it in invoke.yaml or {variable}"

@@ -5,13 +5,6 @@ MLFLOW_VERSION = "3.17.2"
 GATEWAY_VERSION = "2026.3.0"
 # The smoke client pins dask[distributed] to the same release (pyproject.toml).
 DASK_VERSION = "2026.8.0"
-# cluster.up: kind v0.33.0 lists kindest/node:v1.36.4 among the images built for it (release
-# notes: ...@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed; kind
-# guarantees an image only for its own release and only by digest). Kubernetes 1.36 is the
-# host version vCluster 0.37 is tested on (vCluster docs: Kubernetes compatibility matrix).
-KIND_VERSION = "v0.33.0"
-KIND_NODE_IMAGE = "kindest/node:v1.36.4"
-VCLUSTER_CHART_VERSION = "0.37.1"
 
 DEFAULTS: dict = {
     "target": {
@@ -140,32 +133,5 @@ DEFAULTS: dict = {
         "timeout": 600,
         # The whole smoke check: cluster start, image pulls for 2 workers, compute, shutdown.
         "smoke_timeout": 300,
-    },
-    # cluster.up / cluster.down: a kind cluster on this machine, optionally a vCluster in it.
-    "cluster": {
-        "name": "datalab-playbooks",
-        "node_image": KIND_NODE_IMAGE,
-        # The kind release the image was built for: another kind version gets a note.
-        "kind_version": KIND_VERSION,
-        # Admin kubeconfig, under the current directory unless absolute.
-        "kubeconfig": ".playbooks/kind.kubeconfig",
-        # kind create cluster --wait (seconds, control plane ready), and the whole creation.
-        "wait": 120,
-        "create_timeout": 900,
-        "kind": "kind",
-        "docker": "docker",
-        "vcluster": {
-            "name": "my-vcluster",
-            "namespace": "vcluster-my-vcluster",
-            "chart": "vcluster",
-            "repo_url": "https://charts.loft.sh",
-            "chart_version": VCLUSTER_CHART_VERSION,
-            "context": "my-vcluster",
-            "kubeconfig": ".playbooks/vcluster.kubeconfig",
-            # NodePort of the vCluster API, published on 127.0.0.1 by the kind cluster.
-            "node_port": 31443,
-            # helm --wait --timeout (seconds).
-            "timeout": 600,
-        },
     },
 }

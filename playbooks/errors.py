@@ -6,6 +6,8 @@ import invoke
 from invoke.exceptions import Exit, ParseError
 from invoke.parser import Argument
 
+from playbooks.config_check import config_problem
+
 
 class PlaybookError(Exception):
     """A problem the user can fix: printed as one line, exit code 1, no traceback."""
@@ -38,9 +40,9 @@ class PlaybookTask(invoke.Task):
     def __call__(self, *args, **kwargs):
         try:
             if args and isinstance(getattr(args[0], "config", None), invoke.Config):
-                from playbooks.config_check import check_types
-
-                check_types(args[0].config)
+                problem = config_problem(args[0].config)
+                if problem:
+                    raise PlaybookError(problem)
             return super().__call__(*args, **kwargs)
         except PlaybookError as error:
             raise Exit(f"error: {error}", code=1) from None

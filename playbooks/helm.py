@@ -13,8 +13,6 @@ import copy
 import json
 import os
 import re
-import shlex
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,8 +21,19 @@ from pathlib import Path
 import yaml
 
 from playbooks.errors import PlaybookError
-from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, Printer, Result, find_command, run_argv
+from playbooks.kube import HEARTBEAT_SECONDS, POLL_SECONDS, Printer
 from playbooks.render import REDACTED, dump_yaml
+from playbooks.runner import (
+    Result,
+    TimedOut,
+    child_env,
+    find_command,
+    kubeconfig_flags,
+    last_line,
+    private_file,
+    run_argv,
+    shown,
+)
 from playbooks.target import Target
 
 MINIMUM_VERSION = (3, 8, 0)
@@ -34,11 +43,6 @@ SECRET_KEYS = frozenset({"password", "apiToken", "token", "secret"})
 LIST_STATES = ("--deployed", "--failed", "--pending", "--uninstalling", "--superseded")
 _VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
 _checked: dict[str, tuple[int, int, int]] = {}
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
 
 
 def parse_version(text: str) -> tuple[int, int, int] | None:
@@ -72,11 +76,7 @@ def merge_values(base: dict, override: dict) -> dict:
 @contextmanager
 def values_file(values: dict, name: str = "values.yaml") -> Iterator[Path]:
     """values written to a 0600 file in a private temporary directory, deleted on exit."""
-    with tempfile.TemporaryDirectory(prefix="playbooks-helm-") as folder:
-        path = Path(folder) / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            dump_yaml(values, out)
+    with private_file(dump_yaml(values), name, prefix="playbooks-helm-") as path:
         yield path
 
 
@@ -103,15 +103,11 @@ class Helm:
         return find_command(self.binary, "install helm 3.8+ or set tools.helm")
 
     def _env(self) -> dict[str, str]:
-        # Never the caller's cluster settings: the flags say which config, context and namespace
-        # (a list of kubeconfig files, which no flag takes, comes as KUBECONFIG from the target).
-        return self.target.child_env(
-            {k: v for k, v in os.environ.items() if not k.startswith("HELM_KUBE") and k != "HELM_NAMESPACE"}
-        )
+        return child_env(os.environ, self.target.source.kubeconfig)
 
     def flags(self) -> list[str]:
-        """Flags that pin helm to this target, whatever the caller's environment."""
-        flags = self.target.source.kubeconfig_flags()
+        """Flags that pin helm to this target, whatever the caller's environment (a list of kubeconfig files is in _env)."""
+        flags = kubeconfig_flags(self.target.source.kubeconfig)
         if self.target.context:
             flags += ["--kube-context", self.target.context]
         return [*flags, "--namespace", self.target.namespace]
@@ -121,11 +117,9 @@ class Helm:
 
     def run(self, *args: str, timeout: float = 60, check: bool = True, cluster: bool = True) -> Result:
         """Run helm; `cluster` adds the flags that pin it to the target (not for repo commands)."""
-        import sh
-
         try:
             result = run_argv(self._command(), self.argv(*args, cluster=cluster)[1:], self._env(), timeout)
-        except sh.TimeoutException:
+        except TimedOut:
             raise PlaybookError(
                 f"helm {' '.join(args[:2])} did not finish within {timeout:.0f}s: check that the API server "
                 f"{self.target.server} (or the chart repository) is reachable"
@@ -135,7 +129,7 @@ class Helm:
         return result
 
     def failure(self, args: Sequence[str], result: Result) -> PlaybookError:
-        message = _last_line(result.stderr or result.stdout).removeprefix("Error: ")
+        message = last_line(result.stderr or result.stdout).removeprefix("Error: ")
         what = " ".join(args[:2]) if args and args[0] == "repo" else args[0]
         if "another operation" in message and "in progress" in message:
             return PlaybookError(
@@ -153,7 +147,7 @@ class Helm:
 
     def show(self, *args: str, cluster: bool = True, note: str = "") -> None:
         """Print a write instead of running it (dry-run)."""
-        self.out(f"$ {shlex.join(self.argv(*args, cluster=cluster))}{note}")
+        self.out(shown(self.argv(*args, cluster=cluster), note=note))
 
     def run_watched(self, args: Sequence[str], timeout: float, progress: Callable[[], str], label: str) -> Result:
         """Run a long helm command (one with --wait) and print progress lines while it runs.
@@ -205,7 +199,7 @@ class Helm:
         found = parse_version(result.stdout)
         if not result.ok or found is None:
             raise PlaybookError(
-                f"{self.binary} version did not answer ({_last_line(result.stderr or result.stdout)}): "
+                f"{self.binary} version did not answer ({last_line(result.stderr or result.stdout)}): "
                 "install helm 3.8+ or set tools.helm"
             )
         if found < MINIMUM_VERSION:

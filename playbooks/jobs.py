@@ -8,20 +8,17 @@ from dataclasses import dataclass
 from playbooks.errors import PlaybookError
 from playbooks.kube import Kubectl
 from playbooks.stuck import (
-    Finding,
+    NO_POD,
     Fixes,
     Sightings,
-    create_failure,
     event_time,
     events_about,
+    job_failure_cause,
+    job_findings,
+    job_progress,
     list_items,
     named,
-    owned_by,
-    pod_findings,
 )
-
-NO_POD = "no pod yet"
-JOB_FIXES = Fixes(job=True)  # no setting names known: generic wording
 
 
 @dataclass
@@ -111,103 +108,3 @@ def _why_no_pod(kubectl: Kubectl, job: str, seconds: float = 20) -> list[dict]:
     except PlaybookError:
         return []
     return sorted(json.loads(result.stdout or "{}").get("items", []), key=event_time)
-
-
-def job_pods(items: list[dict], job: str) -> list[dict]:
-    """The live pods of the Job among items (owned by it, or labelled with its name)."""
-    return [
-        i for i in items if i.get("kind") == "Pod" and not i["metadata"].get("deletionTimestamp") and _of_job(i, job)
-    ]
-
-
-def _of_job(pod: dict, job: str) -> bool:
-    return owned_by(pod, "Job", [job]) or (pod["metadata"].get("labels") or {}).get("job-name") == job
-
-
-def job_findings(state: dict, job: str, events: list[dict] | None = None, fixes: Fixes = JOB_FIXES) -> list[Finding]:
-    """Why a Job that has not ended cannot finish, most telling first, from
-    `kubectl get jobs.batch,pods -l ... -o json` and events (the Job's, when it has no pod;
-    None: not looked up).
-
-    - the Job controller may not create its pod (FailedCreate: exceeded quota, PodSecurity): at once;
-    - a pod's container cannot run: OOMKilled in a loop, an image the cluster cannot pull, a
-      missing Secret/ConfigMap key; unschedulable; an unbound claim. Other crashes are
-      left to the Job's backoffLimit (restarting is how a Job retries).
-    """
-    items = list_items(state)
-    found_job = named(items, "Job", job)
-    if found_job is None:
-        return []
-    pods = job_pods(items, job)
-    found: list[Finding] = []
-    if not pods and events:
-        refused = [e for e in events_about(events, found_job) if e.get("reason") == "FailedCreate"]
-        if refused:
-            failure = create_failure(refused[-1].get("message", ""), f"job {job}", f"job/{job}", fixes, grace=0.0)
-            found += [failure] if failure else []
-    claims = {i["metadata"]["name"]: i for i in items if i.get("kind") == "PersistentVolumeClaim"}
-    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        found += pod_findings(pod, claims, events, fixes)
-    return found
-
-
-def job_failure_cause(state: dict, job: str, fixes: Fixes = JOB_FIXES) -> str | None:
-    """Why a failed Job's pod ended, when a container says so: out of memory (and the setting
-    to raise), or an exit code with the advice to read its logs."""
-    items = list_items(state)
-    pods = [i for i in items if i.get("kind") == "Pod" and _of_job(i, job)]
-    crashed = None
-    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        specs = {c["name"]: c for c in (pod.get("spec") or {}).get("containers") or []}
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            ended = (
-                (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
-            )
-            where = f"container {status['name']} of pod {pod['metadata']['name']}"
-            if ended.get("reason") == "OOMKilled":
-                limit = ((specs.get(status["name"], {}).get("resources") or {}).get("limits") or {}).get("memory")
-                at = f" at its memory limit of {limit}" if limit else ""
-                return f"{where} ran out of memory (OOMKilled{at}): {fixes.memory(limit)}"
-            if ended and ended.get("exitCode") not in (0, None) and crashed is None:
-                crashed = (
-                    f"{where} exited with code {ended['exitCode']} ({ended.get('reason', 'Error')}): read its logs"
-                )
-    return crashed
-
-
-def job_progress(state: dict, job: str) -> tuple[bool, bool, str]:
-    """(finished, succeeded, status line) of a Job and its pods, as `kubectl get jobs.batch,pods -l ... -o json` returns them."""
-    items = state.get("items", [state]) if state.get("kind") == "List" else [state]
-    found = next((i for i in items if i.get("kind") == "Job" and i["metadata"]["name"] == job), None)
-    pods = ", ".join(pod_state(i) for i in items if i.get("kind") == "Pod")
-    if found is None:
-        return False, False, f"job {job} not found"
-    ended = f"; {pods}" if pods else ""
-    for condition in found.get("status", {}).get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") == "Complete":
-            return True, True, f"Complete{ended}"
-        if condition.get("type") == "Failed":
-            why = condition.get("reason", "Failed")
-            message = condition.get("message", "")
-            return True, False, f"{why}: {message}{ended}" if message else f"{why}{ended}"
-    return False, False, pods or NO_POD
-
-
-def pod_state(pod: dict) -> str:
-    """A Job pod in a few words: phase, and why it waits or how its container ended."""
-    name = pod["metadata"]["name"]
-    status = pod.get("status", {})
-    phase = status.get("phase", "Unknown")
-    for container in status.get("containerStatuses") or []:
-        state = container.get("state") or {}
-        if "waiting" in state:
-            return f"{name} {phase} ({state['waiting'].get('reason', 'waiting')})"
-        if "terminated" in state:
-            ended = state["terminated"]
-            return f"{name} {phase} ({ended.get('reason', 'terminated')}, exit code {ended.get('exitCode')})"
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return f"{name} unschedulable ({condition.get('message') or condition.get('reason', '')})"
-    return f"{name} {phase}"

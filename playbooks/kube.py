@@ -10,7 +10,6 @@ import json
 import os
 import queue
 import re
-import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -18,7 +17,9 @@ from dataclasses import dataclass, field
 
 from playbooks.errors import PlaybookError
 from playbooks.render import redacted, to_yaml
+from playbooks.runner import Result, TimedOut, child_env, find_command, last_line, run_argv, shown
 from playbooks.stuck import (
+    WORKLOADS,
     Finding,
     Fixes,
     Sightings,
@@ -52,43 +53,6 @@ class Stuck(PlaybookError):
         self.finding, self.line = finding, line
 
 
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-
-def find_command(binary: str, fix: str):
-    """The sh.Command for a CLI; a missing one is one line that names the fix."""
-    import sh
-
-    try:
-        return sh.Command(binary)
-    except sh.CommandNotFound:
-        raise PlaybookError(f"{binary} not found: {fix}") from None
-
-
-def run_argv(command, argv: list[str], env: dict[str, str], timeout: float, stdin: str | None = None) -> Result:
-    """Run a found CLI (an sh.Command) with argv and an explicit environment; any exit code is a Result.
-
-    sh.TimeoutException propagates: each caller says what a time-out means for it.
-    """
-    done = command(
-        *argv, _in=stdin, _env=env, _timeout=timeout, _tty_out=False, _return_cmd=True, _ok_code=list(range(256))
-    )
-    return Result(done.exit_code, done.stdout.decode(), done.stderr.decode())
-
-
-def _first_error_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
-
-
 class Kubectl:
     def __init__(
         self,
@@ -110,19 +74,15 @@ class Kubectl:
         return find_command(self.binary, "install kubectl or set tools.kubectl in invoke.yaml")
 
     def _env(self) -> dict[str, str]:
-        # Never the caller's KUBECONFIG: the target's flags say which config is used (a list of
-        # files, which no flag takes, is the target's own KUBECONFIG).
-        return self.target.child_env(os.environ)
+        return child_env(os.environ, self.target.source.kubeconfig)
 
     def argv(self, *args: str) -> list[str]:
         return [self.binary, *self.target.kubectl_flags(), *args]
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = 60, check: bool = True) -> Result:
-        import sh
-
         try:
             result = run_argv(self.command(), [*self.target.kubectl_flags(), *args], self._env(), timeout, stdin)
-        except sh.TimeoutException:
+        except TimedOut:
             raise ApiUnreachable(
                 f"kubectl {' '.join(args[:2])} did not finish within {timeout:.0f}s: check that the API server "
                 f"{self.target.server} is reachable"
@@ -132,7 +92,7 @@ class Kubectl:
         return result
 
     def failure(self, args: tuple[str, ...], result: Result) -> PlaybookError:
-        message = _first_error_line(result.stderr or result.stdout)
+        message = last_line(result.stderr or result.stdout)
         missing = re.search(r'namespaces "([^"]+)" not found', message)
         if missing:
             return PlaybookError(
@@ -145,31 +105,33 @@ class Kubectl:
             return ApiUnreachable(f"cannot reach the Kubernetes API at {self.target.server}: {message}")
         return PlaybookError(f"kubectl {args[0]} failed: {message}")
 
-    def show(self, *args: str, stdin_docs: list[dict] | None = None) -> None:
-        """Print a write instead of running it (dry-run)."""
-        line = shlex.join(self.argv(*args))
-        if stdin_docs is not None:
-            self.out(f"$ {line} <<'EOF'\n{to_yaml(redacted(stdin_docs))}EOF")
-        else:
-            self.out(f"$ {line}")
+    def show(self, *args: str, stdin_docs: list[dict] | None = None, note: str = "") -> None:
+        """Print a write instead of running it (dry-run); Secrets in stdin_docs are redacted."""
+        stdin = None if stdin_docs is None else to_yaml(redacted(stdin_docs))
+        self.out(shown(self.argv(*args), stdin, note))
 
     # ------------------------------------------------------------ objects
 
-    def _apply_flags(self) -> list[str]:
+    def server_side_flags(self) -> list[str]:
+        """The flags of every apply (and of its diff): server-side, as this field manager, documents on stdin."""
         return ["--server-side", f"--field-manager={self.field_manager}", "--force-conflicts", "-f", "-"]
+
+    def show_apply(self, docs: list[dict] | None = None, note: str = "") -> None:
+        """Print the apply of docs that apply_now runs (dry-run); without docs, only its command line."""
+        self.show("apply", *self.server_side_flags(), stdin_docs=docs, note=note)
 
     def differs(self, docs: list[dict], timeout: float = 120) -> bool:
         """Whether a server-side apply of docs would change anything (a server-side dry run)."""
-        diff = self.run("diff", *self._apply_flags(), stdin=to_yaml(docs), timeout=timeout, check=False)
+        diff = self.run("diff", *self.server_side_flags(), stdin=to_yaml(docs), timeout=timeout, check=False)
         if diff.exit_code not in (0, 1):
             raise self.failure(("diff",), diff)
         return diff.exit_code == 1
 
     def apply_now(self, docs: list[dict], timeout: float = 120) -> None:
         if self.dry_run:
-            self.show("apply", *self._apply_flags(), stdin_docs=docs)
+            self.show_apply(docs)
             return
-        self.run("apply", *self._apply_flags(), stdin=to_yaml(docs), timeout=timeout)
+        self.run("apply", *self.server_side_flags(), stdin=to_yaml(docs), timeout=timeout)
 
     def apply(self, docs: list[dict], timeout: float = 120) -> bool:
         """Server-side apply of docs; returns whether anything changed."""
@@ -286,27 +248,40 @@ class Kubectl:
         if result.ok:
             return None
         failing = re.findall(r"\[-\]([\w/.-]+) failed", result.stderr + result.stdout)
-        return f"/readyz fails {', '.join(failing)}" if failing else _first_error_line(result.stderr or result.stdout)
+        return f"/readyz fails {', '.join(failing)}" if failing else last_line(result.stderr or result.stdout)
 
     def wait_for_deployment(
         self, name: str, selector: str, timeout: float, label: str | None = None, resources: str | None = None
     ) -> None:
-        """Wait until the Deployment's rollout is complete, as `kubectl rollout status` decides.
+        """Wait until the Deployment's rollout is complete (see wait_for_rollout)."""
+        self.wait_for_rollout("Deployment", name, selector, timeout, label, resources)
+
+    def wait_for_rollout(
+        self,
+        kind: str,
+        name: str,
+        selector: str,
+        timeout: float,
+        label: str | None = None,
+        resources: str | None = None,
+    ) -> None:
+        """Wait until the rollout of a Deployment, StatefulSet or Job is complete, as `kubectl rollout status`
+        decides (a Job: until it completed).
 
         The wait stops early, with the evidence and one line naming the cause and a fix, when the
         cluster already says the rollout cannot finish (see rollout_findings). resources is the
-        setting that sizes the Deployment's pods (e.g. "mlflow.resources"): the fix names it.
+        setting that sizes its pods (e.g. "mlflow.resources"): the fix names it.
         """
         label = label or name
-        fixes = Fixes(resources)
+        fixes = Fixes(resources, job=kind == "Job")
         sightings = Sightings()
-        kinds = self.readable("deployments.apps", "pods", "replicasets.apps", "persistentvolumeclaims")
+        kinds = self.readable(*WORKLOADS[kind])
 
         def probe(seconds: float) -> tuple[bool, str]:
             state = self.get_json(kinds, selector, timeout=seconds)
-            done, line = rollout_progress(state, name)
+            done, line = rollout_progress(state, name, kind)
             if not done:
-                found = self.explained(lambda events: rollout_findings(state, name, events, fixes), None, seconds)
+                found = self.explained(lambda events: rollout_findings(state, name, events, fixes, kind), None, seconds)
                 self.judge(sightings, found, line)
             return done, line
 

@@ -53,7 +53,7 @@ def kubectl_version(binary: str, command) -> tuple[int, int, str]:
     """(major, minor, text) of a kubectl client, asked once per process."""
     import os
 
-    from playbooks.kube import run_argv
+    from playbooks.runner import run_argv
 
     if binary not in _kubectl_versions:
         result = run_argv(command, ["version", "--client", "-o", "json"], dict(os.environ), timeout=20)

@@ -8,22 +8,32 @@ from decimal import Decimal
 
 from playbooks.errors import PlaybookError
 
-# Only the forms people write for CPU and memory; the API would accept odder ones ("1Ki" CPUs).
-_CPU = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>m?)$")
-_MEMORY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_MEMORY_FACTORS = {
-    None: 1,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+# A quantity as the API writes it: a decimal number and an optional suffix (the API's
+# canonical forms; exponents such as 1e3 are left out, no setting or quota here uses them).
+_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_FACTORS = {
+    None: Decimal(1), "m": Decimal("0.001"),
+    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
+    "P": Decimal(10**15), "E": Decimal(10**18),
+    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50), "Ei": Decimal(2**60),
 }  # fmt: skip
+# Only the forms people write for CPU and memory; the API would accept odder ones ("1Ki" CPUs).
+_CPU_SUFFIXES = (None, "m")
+_MEMORY_SUFFIXES = (None, "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti")
+
+
+def parse(value, suffixes=tuple(_FACTORS)) -> Decimal | None:
+    """The number a Kubernetes quantity stands for (cores, bytes, a count), or None when it is not one of these forms."""
+    match = _QUANTITY.match(str(value).strip())
+    if not match or match["suffix"] not in suffixes:
+        return None
+    return Decimal(match["number"]) * _FACTORS[match["suffix"]]
 
 
 def cpu_cores(value, what: str) -> Decimal:
     """CPU cores of a quantity such as 500m, 1 or 1.5; `what` names the flag or config key."""
-    match = _CPU.match(str(value).strip())
-    cores = None
-    if match:
-        cores = Decimal(match["number"]) / (1000 if match["suffix"] else 1)
+    cores = parse(value, _CPU_SUFFIXES)
     if cores is None or cores <= 0:
         raise PlaybookError(f"{what} {value!r} is not a CPU quantity: use millicores such as 500m or cores such as 1")
     return cores
@@ -31,10 +41,8 @@ def cpu_cores(value, what: str) -> Decimal:
 
 def memory_bytes(value, what: str) -> int:
     """Bytes of a quantity such as 448Mi, 1Gi or 512M; `what` names the flag or config key."""
-    match = _MEMORY.match(str(value).strip())
-    size = 0
-    if match:
-        size = math.ceil(Decimal(match["number"]) * _MEMORY_FACTORS[match["suffix"]])
+    size = parse(value, _MEMORY_SUFFIXES)
+    size = math.ceil(size) if size is not None else 0
     if size <= 0:
         raise PlaybookError(f"{what} {value!r} is not a memory quantity: use a size such as 448Mi or 1Gi")
     return size
@@ -46,7 +54,7 @@ def format_cpu(cores: Decimal) -> str:
 
 def format_memory(size: int) -> str:
     for suffix in ("Gi", "Mi", "Ki"):
-        factor = _MEMORY_FACTORS[suffix]
+        factor = int(_FACTORS[suffix])
         if size % factor == 0:
             return f"{size // factor}{suffix}"
     return str(size)

@@ -6,43 +6,50 @@ needs nothing more. Every shortfall is reported at once.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from decimal import Decimal
 
 from playbooks.errors import PlaybookError
+from playbooks.quantity import parse
 
 COUNTED = {
     "Deployment": "count/deployments.apps",
+    "StatefulSet": "count/statefulsets.apps",
     "Job": "count/jobs.batch",
     "Service": "services",
     "Secret": "secrets",
     "ConfigMap": "configmaps",
     "PersistentVolumeClaim": "persistentvolumeclaims",
 }
-_SUFFIX = {
-    "m": Decimal("0.001"), "": Decimal(1),
-    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
-}  # fmt: skip
-_QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 
 
 def quantity(value) -> Decimal:
     """A Kubernetes quantity as a number (cores, bytes or a count)."""
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
+    number = parse(value)
+    if number is None:
         raise PlaybookError(f"cannot read the quantity {value!r} of a ResourceQuota")
-    return Decimal(match[1]) * _SUFFIX[match[2] or ""]
+    return number
+
+
+# The field that says how many pods of its template a workload runs at once.
+POD_COUNT = {"Deployment": "replicas", "StatefulSet": "replicas", "Job": "parallelism"}
 
 
 def _pod_spec_and_count(doc: dict) -> tuple[dict | None, int]:
     spec = doc.get("spec") or {}
-    if doc.get("kind") == "Deployment":
-        return spec.get("template", {}).get("spec"), int(spec.get("replicas", 1))
-    if doc.get("kind") == "Job":
-        return spec.get("template", {}).get("spec"), int(spec.get("parallelism", 1))
+    if doc.get("kind") in POD_COUNT:
+        return spec.get("template", {}).get("spec"), int(spec.get(POD_COUNT[doc["kind"]], 1))
     return None, 0
+
+
+def _claims(doc: dict) -> list[tuple[dict, int]]:
+    """The claims an object makes: a PersistentVolumeClaim itself, or a StatefulSet's template per replica."""
+    if doc.get("kind") == "PersistentVolumeClaim":
+        return [(doc, 1)]
+    if doc.get("kind") == "StatefulSet":
+        spec = doc.get("spec") or {}
+        return [(claim, int(spec.get("replicas", 1))) for claim in spec.get("volumeClaimTemplates") or []]
+    return []
 
 
 def needs(docs: list[dict]) -> Counter:
@@ -52,10 +59,12 @@ def needs(docs: list[dict]) -> Counter:
         kind = doc.get("kind")
         if kind in COUNTED:
             total[COUNTED[kind]] += 1
-        if kind == "PersistentVolumeClaim":
-            size = doc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+        for claim, count in _claims(doc):
+            if kind != "PersistentVolumeClaim":
+                total[COUNTED["PersistentVolumeClaim"]] += count
+            size = claim.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
             if size:
-                total["requests.storage"] += quantity(size)
+                total["requests.storage"] += quantity(size) * count
         pod, count = _pod_spec_and_count(doc)
         if pod is None or count == 0:
             continue

@@ -64,12 +64,30 @@ def deployment_pods(items: list[dict], deployment: dict) -> tuple[list[dict], li
     return mine, current
 
 
-def rollout_progress(state: dict, name: str) -> tuple[bool, str]:
-    """Whether a Deployment's rollout is complete (as `kubectl rollout status` decides), and a status line."""
+# What a wait lists (one `kubectl get`) for each kind it can wait for; the first two always.
+WORKLOADS = {
+    "Deployment": ("deployments.apps", "pods", "replicasets.apps", "persistentvolumeclaims"),
+    "StatefulSet": ("statefulsets.apps", "pods", "persistentvolumeclaims"),
+    "Job": ("jobs.batch", "pods", "persistentvolumeclaims"),
+}
+
+
+def rollout_progress(state: dict, name: str, kind: str = "Deployment") -> tuple[bool, str]:
+    """Whether a Deployment's, StatefulSet's or Job's rollout is complete (as `kubectl rollout status`
+    decides; a Job: when it completed), and a status line."""
     items = list_items(state)
-    deployment = named(items, "Deployment", name)
-    if deployment is None:
-        return False, f"deployment {name} not found"
+    workload = named(items, kind, name)
+    if workload is None:
+        return False, f"{kind.lower()} {name} not found"
+    if kind == "StatefulSet":
+        return _statefulset_progress(items, workload)
+    if kind == "Job":
+        finished, succeeded, line = job_progress(state, name)
+        return finished and succeeded, line
+    return _deployment_progress(items, workload)
+
+
+def _deployment_progress(items: list[dict], deployment: dict) -> tuple[bool, str]:
     pods, _ = deployment_pods(items, deployment)
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     want = spec.get("replicas", 1)
@@ -84,6 +102,41 @@ def rollout_progress(state: dict, name: str) -> tuple[bool, str]:
     )
     pod_states = ", ".join(_pod_state(p) for p in pods[:4])
     line = f"{available}/{want} available, {updated} updated"
+    return done, f"{line}; {pod_states}" if pod_states else line
+
+
+def statefulset_pods(items: list[dict], statefulset: dict) -> tuple[list[dict], list[dict]]:
+    """(every pod of the StatefulSet, its live pods of the update revision) among items."""
+    name = statefulset["metadata"]["name"]
+    pods = [i for i in items if i.get("kind") == "Pod" and owned_by(i, "StatefulSet", [name])]
+    revision = (statefulset.get("status") or {}).get("updateRevision")
+    current = [
+        p
+        for p in pods
+        if not _deleting(p)
+        and (not revision or (p["metadata"].get("labels") or {}).get("controller-revision-hash") == revision)
+    ]
+    return pods, current
+
+
+def _statefulset_progress(items: list[dict], statefulset: dict) -> tuple[bool, str]:
+    spec, status = statefulset.get("spec") or {}, statefulset.get("status") or {}
+    pods, _ = statefulset_pods(items, statefulset)
+    want = spec.get("replicas", 1)
+    ready, updated = status.get("readyReplicas", 0), status.get("updatedReplicas", 0)
+    strategy = spec.get("updateStrategy") or {}
+    partition = ((strategy.get("rollingUpdate") or {}).get("partition")) or 0
+    seen = status.get("observedGeneration", 0)
+    observed = seen > 0 and seen >= statefulset["metadata"].get("generation", 0)
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        rolled = True
+    elif partition:
+        rolled = updated >= want - partition
+    else:
+        rolled = status.get("updateRevision") == status.get("currentRevision")
+    done = observed and ready >= want and rolled
+    pod_states = ", ".join(_pod_state(p) for p in pods[:4])
+    line = f"{ready}/{want} ready, {updated} updated"
     return done, f"{line}; {pod_states}" if pod_states else line
 
 
@@ -440,11 +493,21 @@ def pod_findings(
 
 
 def rollout_findings(
+    state: dict, name: str, events: list[dict] | None = None, fixes: Fixes = GENERIC_FIXES, kind: str = "Deployment"
+) -> list[Finding]:
+    """Why the rollout of a Deployment, StatefulSet or Job cannot finish, most telling first, from
+    `kubectl get <WORKLOADS[kind]> -l ... -o json` (and the events a finding asks for, of a claim, a
+    failing ReplicaSet, or a StatefulSet or Job short of pods: None means not looked up)."""
+    if kind == "StatefulSet":
+        return statefulset_findings(state, name, events, fixes)
+    if kind == "Job":
+        return _job_rollout_findings(state, name, events, fixes)
+    return deployment_findings(state, name, events, fixes)
+
+
+def deployment_findings(
     state: dict, name: str, events: list[dict] | None = None, fixes: Fixes = GENERIC_FIXES
 ) -> list[Finding]:
-    """Why the Deployment's rollout cannot finish, most telling first, from
-    `kubectl get deployments.apps,replicasets.apps,pods,persistentvolumeclaims -l ... -o json`
-    (and the events a finding asks for, of a claim or a failing ReplicaSet: None means not looked up)."""
     items = list_items(state)
     deployment = named(items, "Deployment", name)
     if deployment is None:
@@ -459,3 +522,168 @@ def rollout_findings(
     for pod in sorted(current, key=lambda p: p["metadata"]["name"]):
         found += pod_findings(pod, claims, events, fixes)
     return found
+
+
+def _short_of_pods(
+    workload: dict, pods: list[dict], want: int, events: list[dict] | None, fixes: Fixes
+) -> list[Finding]:
+    """A controller that has fewer live pods than it wants may have been refused creating them:
+    its FailedCreate events say so (fetched only then)."""
+    kind, name = workload["kind"], workload["metadata"]["name"]
+    if len([p for p in pods if not _deleting(p)]) >= want:
+        return []
+    if events is None:
+        return [Finding(f"{kind.lower()}/{name}/short", f"{kind} {name} has too few pods", "", NEVER,
+                        events_of=(kind, name), wants_events=True)]  # fmt: skip
+    refused = [e for e in events_about(events, workload) if e.get("reason") == "FailedCreate"]
+    if not refused:
+        return []
+    what, key = f"{kind.lower()} {name}", f"{kind.lower()}/{name}"
+    failure = create_failure(refused[-1].get("message", ""), what, key, fixes, any(_deleting(p) for p in pods))
+    return [failure] if failure else []
+
+
+def statefulset_findings(
+    state: dict, name: str, events: list[dict] | None = None, fixes: Fixes = GENERIC_FIXES
+) -> list[Finding]:
+    """Why a StatefulSet's rollout cannot finish: its controller refused to create a pod (quota,
+    PodSecurity), or a pod of its update revision cannot run (image, crash, scheduling, claims)."""
+    items = list_items(state)
+    statefulset = named(items, "StatefulSet", name)
+    if statefulset is None:
+        return []
+    seen = (statefulset.get("status") or {}).get("observedGeneration", 0)
+    if seen < statefulset["metadata"].get("generation", 0):
+        return []
+    pods, current = statefulset_pods(items, statefulset)
+    claims = {i["metadata"]["name"]: i for i in items if i.get("kind") == "PersistentVolumeClaim"}
+    want = (statefulset.get("spec") or {}).get("replicas", 1)
+    found = _short_of_pods(statefulset, pods, want, events, fixes)
+    for pod in sorted(current, key=lambda p: p["metadata"]["name"]):
+        found += pod_findings(pod, claims, events, fixes)
+    return found
+
+
+def _job_rollout_findings(state: dict, name: str, events: list[dict] | None, fixes: Fixes) -> list[Finding]:
+    """A Job waited for as a rollout: a failed Job decides at once (with why its pod ended); one
+    without pods asks for its events (job_findings judges them); else job_findings."""
+    fixes = replace(fixes, job=True)
+    finished, succeeded, line = job_progress(state, name)
+    if finished and not succeeded:
+        cause = job_failure_cause(state, name, fixes)
+        said = f"job {name} failed ({line})" + (f": {cause}" if cause else "")
+        return [Finding(f"job/{name}/Failed", said, f"job {name}: {line}", AT_ONCE)]
+    job = named(list_items(state), "Job", name)
+    if job is not None and not job_pods(list_items(state), name) and events is None:
+        return [
+            Finding(
+                f"job/{name}/nopod", f"job {name} has no pod", "", NEVER, events_of=("Job", name), wants_events=True
+            )
+        ]
+    return job_findings(state, name, events, fixes)
+
+
+# ---------------------------------------------------------------- Jobs
+
+NO_POD = "no pod yet"
+JOB_FIXES = Fixes(job=True)  # no setting names known: generic wording
+
+
+def job_pods(items: list[dict], job: str) -> list[dict]:
+    """The live pods of the Job among items (owned by it, or labelled with its name)."""
+    return [
+        i for i in items if i.get("kind") == "Pod" and not i["metadata"].get("deletionTimestamp") and _of_job(i, job)
+    ]
+
+
+def _of_job(pod: dict, job: str) -> bool:
+    return owned_by(pod, "Job", [job]) or (pod["metadata"].get("labels") or {}).get("job-name") == job
+
+
+def job_findings(state: dict, job: str, events: list[dict] | None = None, fixes: Fixes = JOB_FIXES) -> list[Finding]:
+    """Why a Job that has not ended cannot finish, most telling first, from
+    `kubectl get jobs.batch,pods -l ... -o json` and events (the Job's, when it has no pod;
+    None: not looked up).
+
+    - the Job controller may not create its pod (FailedCreate: exceeded quota, PodSecurity): at once;
+    - a pod's container cannot run: OOMKilled in a loop, an image the cluster cannot pull, a
+      missing Secret/ConfigMap key; unschedulable; an unbound claim. Other crashes are
+      left to the Job's backoffLimit (restarting is how a Job retries).
+    """
+    items = list_items(state)
+    found_job = named(items, "Job", job)
+    if found_job is None:
+        return []
+    pods = job_pods(items, job)
+    found: list[Finding] = []
+    if not pods and events:
+        refused = [e for e in events_about(events, found_job) if e.get("reason") == "FailedCreate"]
+        if refused:
+            failure = create_failure(refused[-1].get("message", ""), f"job {job}", f"job/{job}", fixes, grace=0.0)
+            found += [failure] if failure else []
+    claims = {i["metadata"]["name"]: i for i in items if i.get("kind") == "PersistentVolumeClaim"}
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        found += pod_findings(pod, claims, events, fixes)
+    return found
+
+
+def job_failure_cause(state: dict, job: str, fixes: Fixes = JOB_FIXES) -> str | None:
+    """Why a failed Job's pod ended, when a container says so: out of memory (and the setting
+    to raise), or an exit code with the advice to read its logs."""
+    items = list_items(state)
+    pods = [i for i in items if i.get("kind") == "Pod" and _of_job(i, job)]
+    crashed = None
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        specs = {c["name"]: c for c in (pod.get("spec") or {}).get("containers") or []}
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            ended = (
+                (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+            )
+            where = f"container {status['name']} of pod {pod['metadata']['name']}"
+            if ended.get("reason") == "OOMKilled":
+                limit = ((specs.get(status["name"], {}).get("resources") or {}).get("limits") or {}).get("memory")
+                at = f" at its memory limit of {limit}" if limit else ""
+                return f"{where} ran out of memory (OOMKilled{at}): {fixes.memory(limit)}"
+            if ended and ended.get("exitCode") not in (0, None) and crashed is None:
+                crashed = (
+                    f"{where} exited with code {ended['exitCode']} ({ended.get('reason', 'Error')}): read its logs"
+                )
+    return crashed
+
+
+def job_progress(state: dict, job: str) -> tuple[bool, bool, str]:
+    """(finished, succeeded, status line) of a Job and its pods, as `kubectl get jobs.batch,pods -l ... -o json` returns them."""
+    items = state.get("items", [state]) if state.get("kind") == "List" else [state]
+    found = next((i for i in items if i.get("kind") == "Job" and i["metadata"]["name"] == job), None)
+    pods = ", ".join(pod_state(i) for i in items if i.get("kind") == "Pod")
+    if found is None:
+        return False, False, f"job {job} not found"
+    ended = f"; {pods}" if pods else ""
+    for condition in found.get("status", {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return True, True, f"Complete{ended}"
+        if condition.get("type") == "Failed":
+            why = condition.get("reason", "Failed")
+            message = condition.get("message", "")
+            return True, False, f"{why}: {message}{ended}" if message else f"{why}{ended}"
+    return False, False, pods or NO_POD
+
+
+def pod_state(pod: dict) -> str:
+    """A Job pod in a few words: phase, and why it waits or how its container ended."""
+    name = pod["metadata"]["name"]
+    status = pod.get("status", {})
+    phase = status.get("phase", "Unknown")
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        if "waiting" in state:
+            return f"{name} {phase} ({state['waiting'].get('reason', 'waiting')})"
+        if "terminated" in state:
+            ended = state["terminated"]
+            return f"{name} {phase} ({ended.get('reason', 'terminated')}, exit code {ended.get('exitCode')})"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"{name} unschedulable ({condition.get('message') or condition.get('reason', '')})"
+    return f"{name} {phase}"

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,10 @@ from urllib.parse import quote, urlparse
 
 import yaml
 
+from playbooks import runner
+from playbooks.apierrors import NO_ANSWER, api_error  # noqa: F401  NO_ANSWER: its old home, for now
 from playbooks.errors import PlaybookError
+from playbooks.runner import Result, TimedOut, find_command, private_dir, run_argv, write_private
 
 MODES = ("namespace", "vcluster", "local")
 CLUSTER_MODES = ("namespace", "vcluster")
@@ -41,6 +43,9 @@ NAMESPACED_NEEDS = (
     ("create", "deployments", "apps"),
     ("patch", "deployments", "apps"),
     ("delete", "deployments", "apps"),
+    ("create", "statefulsets", "apps"),
+    ("patch", "statefulsets", "apps"),
+    ("delete", "statefulsets", "apps"),
     ("create", "services", ""),
     ("create", "secrets", ""),
     ("create", "configmaps", ""),
@@ -70,17 +75,14 @@ class KubeSource:
     @property
     def kubeconfig_list(self) -> bool:
         """Several files, which no --kubeconfig flag takes: they go to kubectl and helm as KUBECONFIG."""
-        return bool(self.kubeconfig) and os.pathsep in self.kubeconfig
+        return runner.is_list(self.kubeconfig)
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
-        """The environment of a kubectl or helm child: never the caller's KUBECONFIG, except a list of ours."""
-        env = {k: v for k, v in base.items() if k != "KUBECONFIG"}
-        if self.kubeconfig_list:
-            env["KUBECONFIG"] = self.kubeconfig
-        return env
+        """The environment of a kubectl or helm child (runner.child_env): never the caller's cluster settings."""
+        return runner.child_env(base, self.kubeconfig)
 
     def kubeconfig_flags(self, flag: str = "--kubeconfig") -> list[str]:
-        return [flag, self.kubeconfig] if self.kubeconfig and not self.kubeconfig_list else []
+        return runner.kubeconfig_flags(self.kubeconfig, flag)
 
 
 @dataclass(frozen=True)
@@ -259,36 +261,6 @@ def locate_kubeconfig(
     )
 
 
-def private_dir(env: Mapping[str, str]) -> Path:
-    """A folder only this user may enter: under $XDG_RUNTIME_DIR, else the temporary directory.
-
-    Not under HOME, which may be read-only in a pod. The folder is created 0700; one that is
-    a symlink or belongs to someone else (a shared /tmp) is refused, never used.
-    """
-    runtime = env.get("XDG_RUNTIME_DIR")
-    base = (
-        Path(runtime)
-        if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK)
-        else Path(tempfile.gettempdir())
-    )
-    folder = base / f"datalab-playbooks-{os.getuid()}"
-    try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-        info = folder.lstat()
-    except OSError as error:
-        raise PlaybookError(
-            f"cannot create {folder} ({error.strerror}): set XDG_RUNTIME_DIR or TMPDIR to a writable folder"
-        ) from None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise PlaybookError(
-            f"{folder} is not a folder of this user (a symlink, or made by someone else): remove it, "
-            "or set XDG_RUNTIME_DIR or TMPDIR to a private folder"
-        )
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        folder.chmod(0o700)
-    return folder
-
-
 def in_cluster_kubeconfig(
     service_account_dir: Path, server: str, namespace: str | None, env: Mapping[str, str]
 ) -> Path:
@@ -314,8 +286,7 @@ def in_cluster_kubeconfig(
     }
     text = "# Written by datalab-playbooks for the in-cluster service account: the token stays in its file.\n"
     text += yaml.safe_dump(config, sort_keys=False)
-    folder = private_dir(env)
-    path = folder / IN_CLUSTER_KUBECONFIG
+    path = private_dir(env) / IN_CLUSTER_KUBECONFIG
     try:
         info = path.lstat()
         if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600 and path.read_text() == text:
@@ -323,14 +294,7 @@ def in_cluster_kubeconfig(
     except OSError:
         pass
     try:
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".in-cluster-", suffix=".tmp")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_private(path, text)
     except OSError as error:
         raise PlaybookError(
             f"cannot write the in-cluster kubeconfig to {path} ({error.strerror}): set XDG_RUNTIME_DIR or TMPDIR to a writable folder"
@@ -435,51 +399,6 @@ ACCESS_REVIEW = {
     },
 }
 FAKE_NODES_PATH = f"/api/v1/nodes?labelSelector={quote(FAKE_NODE_LABEL + '=true', safe='')}&limit=1"
-# What kubectl prints when it got no answer at all (checked on a real kube-apiserver).
-NO_ANSWER = re.compile(
-    r"dial tcp|connection refused|no such host|i/o timeout|deadline exceeded|TLS handshake|tls: |x509: |EOF"
-)
-
-
-def api_error(stderr: str, source: KubeSource, doing: str) -> PlaybookError:
-    """Turn kubectl's complaint about one API call into one line that names the fix."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    text = "\n".join(lines)
-    if "(Unauthorized)" in text:  # error: You must be logged in to the server (Unauthorized)
-        return PlaybookError(
-            f"the API server {source.server} rejected the credentials while {doing} (401 Unauthorized): "
-            "the token is missing or expired; refresh the kubeconfig"
-        )
-    answered = re.search(r"Error from server \((\w+)\): (.*)", text)
-    if answered:
-        if answered.group(1) == "Forbidden":
-            return PlaybookError(
-                f"forbidden while {doing} on {source.server} (403): ask for the missing permission or use other credentials"
-            )
-        return PlaybookError(
-            f"the API server {source.server} answered {answered.group(1)} while {doing}: {answered.group(2)}"
-        )
-    connect = re.search(r"Unable to connect to the server: (.*)", text)
-    if re.search(r"The connection to the server \S+ was refused", text):
-        reason = "connection refused"
-    elif connect:
-        reason = connect.group(1)
-    else:
-        reason = next((line for line in lines if NO_ANSWER.search(line)), None)
-    if reason:
-        return PlaybookError(
-            f"cannot reach the Kubernetes API at {source.server} ({reason}): check KUBECONFIG and the context, "
-            "or that the cluster is running"
-        )
-    last = lines[-1] if lines else "(no message)"
-    if last.startswith("error: "):  # kubectl refused the configuration before asking anything
-        where = (
-            f"the in-cluster service account ({source.service_account}, through kubeconfig {source.kubeconfig})"
-            if source.service_account
-            else f"kubeconfig {source.kubeconfig}"
-        )
-        return PlaybookError(f"cannot use {where}: {last.removeprefix('error: ')}; fix it or pass --context")
-    return PlaybookError(f"kubectl failed while {doing} on {source.server}: {last}")
 
 
 def _answer(result, source: KubeSource, doing: str) -> dict:
@@ -498,17 +417,13 @@ def _answer(result, source: KubeSource, doing: str) -> dict:
 
 def _kubectl_all(binary: str, calls: list[tuple[list[str], str | None]], env: dict[str, str], seconds: float) -> list:
     """Run the kubectl calls at once, one thread each; a call that outlives its deadline reads as no answer."""
-    import sh
-
-    from playbooks.kube import Result, find_command, run_argv
-
     command = find_command(binary, "install kubectl or set tools.kubectl in invoke.yaml")
     results: list = [None] * len(calls)
 
     def one(i: int, argv: list[str], stdin: str | None) -> None:
         try:
             results[i] = run_argv(command, argv, env, seconds, stdin)
-        except sh.TimeoutException:
+        except TimedOut:
             results[i] = Result(-1, "", f"Unable to connect to the server: no answer within {seconds:g}s")
         except Exception as error:  # raised in the caller's thread below
             results[i] = error

@@ -1,13 +1,14 @@
 """Bad input, offline and in local mode: exit code 1, one line that names the fix, no traceback, nothing changed.
 
-The table CASES holds 92 cases, plus those service_cases() derives from the registry. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
+The table CASES holds 89 cases, plus those service_cases() derives from the registry. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
 in one folder per module where `storage.up` and `dask.up --workers 1` run real local servers.
 Before and after each case it takes a snapshot of that folder (every file and directory with
 its size and mtime: the state folder .playbooks/, the kubeconfig, HOME) and of the processes
 started from it (cwd or command line under it): the two must be equal. Cluster cases here fail
 before the API is asked, or meet an unreachable API (then the files are all there is to list);
 the cases that need an API server are in tests/e2e/test_bad_input_e2e.py. Every task has a
-case in one of the two tables, except the test.* tasks: developer tasks of the checkout.
+case in one of the two tables; the developer tasks of the checkout (devtools/: cluster.*, test.*) are
+not the playbooks' (tests/test_cluster.py).
 """
 
 from __future__ import annotations
@@ -281,10 +282,6 @@ CASES = [
         "Dask Gateway is not running on this machine: run `invoke gateway.up`",
     ),
     Case("gateway.logs --lines lots", ["gateway.logs", "--lines", "lots"], "--lines 'lots' is not a whole number"),
-    # ---- cluster.up / cluster.down (no Docker, no kind on this PATH)
-    Case("cluster.up without kind and Docker", ["cluster.up"], "kind is not on PATH"),
-    Case("cluster.up --name", ["cluster.up", "--name", "Bad_Name"], "invalid cluster name 'Bad_Name'"),
-    Case("cluster.down --name", ["cluster.down", "--name", "Bad_Name"], "invalid cluster name 'Bad_Name'"),
     # ---- a malformed invoke.yaml, bad INVOKE_* variables
     Case(
         "invoke.yaml: not YAML",
@@ -543,11 +540,10 @@ def test_the_snapshot_sees_a_change(running: Running):
 
 
 def test_every_task_has_a_case():
-    """test.* are developer tasks of the checkout (`invoke test`), not of the playbooks: no case."""
     from playbooks.collection import ns
     from tests.e2e.test_bad_input_e2e import CASES as CLUSTER_CASES
 
-    tasks = {name for name in ns.task_names if not name.startswith("test.")}
+    tasks = set(ns.task_names)
     covered = {case.argv[0] for case in CASES} | {case.argv[0] for case in CLUSTER_CASES}
     assert tasks - covered == set()
     count = re.search(r"holds (\d+) cases", __doc__)

@@ -1,4 +1,4 @@
-"""cluster.up / cluster.down as a user runs them (the CLI in a subprocess), with a PATH that
+"""cluster.up / cluster.down as a developer runs them (`invoke` in a checkout, in a subprocess), with a PATH that
 holds only stand-ins for docker, kind, helm and kubectl (tests/fake_cluster_tools.py): the
 stand-ins record their argv and answer as the real tools do, so the tasks' logic runs end to
 end without a Docker engine, and the exact commands are checked.
@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from playbooks.cluster import kind_config, point_kubeconfig, vcluster_values
-from playbooks.defaults import DEFAULTS
+from devtools.cluster import DEFAULTS as CFG
+from devtools.cluster import kind_config, point_kubeconfig, vcluster_values
 from tests.conftest import QUIET_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "playbooks")
+# The checkout's tasks.py, from the world's own working directory.
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
 FAKE = Path(__file__).resolve().parent / "fake_cluster_tools.py"
-CFG = DEFAULTS["cluster"]
 NAME = "datalab-playbooks"
 IMAGE = "kindest/node:v1.36.4"
 HOST_PORT = 40123
@@ -69,7 +69,7 @@ class World:
             "KUBECONFIG": str(self.cwd / "home" / "not-this-one"),
             **QUIET_ENV,
         }
-        return subprocess.run([CLI, *args], cwd=self.cwd, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run([*INVOKE, *args], cwd=self.cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def make_world(tmp_path: Path, tools: tuple[str, ...] = ("docker", "kind", "helm", "kubectl")) -> World:
@@ -141,10 +141,23 @@ def test_up_vcluster_without_helm_refuses_before_creating_anything(tmp_path):
     assert not (world.cwd / ".playbooks").exists()
 
 
-def test_bad_cluster_name_is_refused_before_any_command(world):
-    line = one_error_line(world.run("cluster.up", "--name", "Not_A_Name"))
+@pytest.mark.parametrize("task", ["cluster.up", "cluster.down"])
+def test_bad_cluster_name_is_refused_before_any_command(world, task):
+    line = one_error_line(world.run(task, "--name", "Not_A_Name"))
     assert "invalid cluster name 'Not_A_Name'" in line
     assert world.argvs() == []
+
+
+def test_the_playbooks_script_has_no_developer_tasks(world):
+    """cluster.* and test.* are tasks of a checkout (tasks.py), not of the installed `playbooks` script."""
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "playbooks"), "--list"], cwd=world.cwd, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "mlflow.up" in listed.stdout
+    assert "cluster." not in listed.stdout and "test." not in listed.stdout
+    checkout = world.run("--list")
+    assert "cluster.up" in checkout.stdout and "test.e2e" in checkout.stdout and "mlflow.up" in checkout.stdout
 
 
 # ---------------------------------------------------------------- kind cluster
@@ -248,7 +261,7 @@ def test_vcluster_on_a_kind_cluster_without_the_port_mapping_is_refused_before_h
     world.set_state(clusters=[NAME], publish=False)
     line = one_error_line(world.run("cluster.up", "--vcluster"))
     assert "does not publish node port 31443 on this host" in line
-    assert "playbooks cluster.down" in line
+    assert "invoke cluster.down" in line
     assert "helm" not in [argv[0] for argv in world.argvs()]
 
 

@@ -1,8 +1,11 @@
 """Quota preflight arithmetic on the rendered default plans and a Datalab `medium` quota."""
 
+from decimal import Decimal
+
 import pytest
 
 from playbooks.errors import PlaybookError
+from playbooks.quantity import cpu_cores, memory_bytes
 from playbooks.quota import check, needs, quantity
 from playbooks.s3 import S3Settings
 from playbooks.services import dask, mlflow
@@ -26,6 +29,28 @@ def default_docs(workers=2):
 def test_quantities():
     assert quantity("500m") == quantity("0.5")
     assert quantity("2Gi") == 2 * 2**30 and quantity("1G") == 10**9 and quantity("10") == 10
+    assert quantity("1Pi") == 2**50 and quantity("2E") == 2 * 10**18
+
+
+@pytest.mark.parametrize("value", ["500m", "1", "1.5", "250m", "2"])
+def test_the_quota_and_the_settings_read_a_cpu_quantity_alike(value):
+    assert quantity(value) == cpu_cores(value, "x")
+
+
+@pytest.mark.parametrize("value", ["448Mi", "1Gi", "512M", "1000", "1.5Gi", "2k"])
+def test_the_quota_and_the_settings_read_a_memory_quantity_alike(value):
+    assert quantity(value) == memory_bytes(value, "x")
+
+
+def test_settings_take_only_the_forms_people_write_the_quota_every_form_the_api_writes():
+    assert quantity("1Ki") == 1024 and quantity("100m") == Decimal("0.1")
+    with pytest.raises(PlaybookError, match="is not a CPU quantity"):
+        cpu_cores("1Ki", "dask.worker_resources.limits.cpu")
+    with pytest.raises(PlaybookError, match="is not a memory quantity"):
+        memory_bytes("100m", "dask.worker_resources.limits.memory")
+    for bad in ("", "1.2.3", "Mi", "-1", ".5", "1e3"):
+        with pytest.raises(PlaybookError, match="cannot read the quantity"):
+            quantity(bad)
 
 
 def test_defaults_fit_the_medium_quota_with_room_for_the_smoke_job():

@@ -6,7 +6,6 @@ Local mode: the same tasks run `dask scheduler` and `dask worker` processes (das
 from __future__ import annotations
 
 import copy
-import math
 import re
 import time
 from functools import partial
@@ -16,6 +15,8 @@ from invoke import Collection
 
 from playbooks import preflight, security
 from playbooks.backends import ClusterBackend, LocalBackend, backend_for
+from playbooks.dask_sizing import MAX_WORKERS, worker_count, worker_resources, worker_threads
+from playbooks.dask_sizing import seconds as _seconds
 from playbooks.defaults import DEFAULTS
 from playbooks.deploy import Plan, access_shortfalls, deployed_instances, quota_shortfalls, tear_down
 from playbooks.endpoint import check_service, in_cluster_host
@@ -45,9 +46,6 @@ DASHBOARD_PORT = 8787
 WORKER_HTTP_PORT = 8788
 WORKER_PORT = 8789
 NANNY_PORT = 8790
-MAX_WORKERS = 50
-# A nanny and a worker process use about 170Mi before any task runs.
-MIN_WORKER_MEMORY = 256 * 2**20
 # Service names must start with a letter; "-scheduler" must still fit in 63 characters.
 INSTANCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,51}[a-z0-9])?$")
 
@@ -68,60 +66,6 @@ def _instance(c, name: str | None) -> str:
             f"invalid Dask name {name!r}: use up to 53 lowercase letters, digits or '-', starting with a letter, e.g. 'dask'"
         )
     return str(name)
-
-
-def worker_count(value, what: str = "--workers") -> int:
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) > MAX_WORKERS:
-        raise PlaybookError(f"{what} must be a whole number from 0 to {MAX_WORKERS}, got {value!r}")
-    return int(text)
-
-
-def _seconds(value, what: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not 1 <= seconds <= 3600:
-        raise PlaybookError(f"{what} must be a number of seconds from 1 to 3600, got {value!r}")
-    return seconds
-
-
-def worker_resources(c, cpu=None, memory=None) -> dict:
-    """The worker's requests and limits: configuration, with --worker-cpu/--worker-memory as limits.
-
-    A flag lowers a configured request above it to the new limit, so a smaller worker
-    never asks for more than it may use.
-    """
-    where = "dask.worker_resources"
-    resources = check_resources(c.config.dask.worker_resources, where)
-    requests = dict(resources.get("requests") or {})
-    limits = dict(resources.get("limits") or {})
-    for key, value, flag, measure in (
-        ("cpu", cpu, "--worker-cpu", cpu_cores),
-        ("memory", memory, "--worker-memory", memory_bytes),
-    ):
-        if value is None:
-            continue
-        measure(value, flag)
-        limits[key] = str(value)
-        if key in requests and measure(requests[key], where) > measure(value, flag):
-            requests[key] = str(value)
-    for key, flag in (("cpu", "--worker-cpu"), ("memory", "--worker-memory")):
-        if key not in limits:
-            raise PlaybookError(
-                f"{where}.limits.{key} is not set: set it or pass {flag}; workers are sized to their limits"
-            )
-    if memory_bytes(limits["memory"], where) < MIN_WORKER_MEMORY:
-        raise PlaybookError(
-            f"worker memory {limits['memory']} is too small for a Dask worker: give at least 256Mi (--worker-memory)"
-        )
-    return {"requests": requests, "limits": limits}
-
-
-def worker_threads(cpu_limit) -> int:
-    """Threads for a CPU limit: rounded up, at least 1, as dask itself counts a fractional CPU quota."""
-    return max(1, math.ceil(cpu_cores(cpu_limit, "worker cpu limit")))
 
 
 # ---------------------------------------------------------------- plan

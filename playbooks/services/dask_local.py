@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import time
 
-from playbooks import local
+from playbooks import dask_sizing, local
 from playbooks.errors import PlaybookError
 from playbooks.quantity import format_memory, memory_bytes
 from playbooks.report import Report
-
-# Its helpers only, at call time (dask.py imports this module in turn).
-from playbooks.services import dask as dask_service
 
 SERVICE = "dask"
 SCHEDULER = "scheduler"
@@ -38,8 +35,8 @@ def recorded_workers(recorded: dict[str, dict]) -> list[str]:
 
 def sizing(c, cpu=None, memory=None) -> tuple[int, int]:
     """(threads, memory limit in bytes) of each worker: dask.worker_resources' limits, or the flags."""
-    limits = dask_service.worker_resources(c, cpu, memory)["limits"]
-    return dask_service.worker_threads(limits["cpu"]), memory_bytes(limits["memory"], "worker memory")
+    limits = dask_sizing.worker_resources(c, cpu, memory)["limits"]
+    return dask_sizing.worker_threads(limits["cpu"]), memory_bytes(limits["memory"], "worker memory")
 
 
 def running_sizing(recorded: dict[str, dict]) -> tuple[int, int] | None:
@@ -54,10 +51,10 @@ def running_sizing(recorded: dict[str, dict]) -> tuple[int, int] | None:
 def choose_count(flag, recorded: dict[str, dict], configured) -> tuple[int, str]:
     """The worker count `up` applies and where it came from; a running scheduler keeps its count."""
     if flag is not None:
-        return dask_service.worker_count(flag), "--workers"
+        return dask_sizing.worker_count(flag), "--workers"
     if local.alive(recorded.get(SCHEDULER)):
         return len(recorded_workers(recorded)), "kept from the running cluster; pass --workers to change"
-    return dask_service.worker_count(configured, "dask.workers"), "dask.workers"
+    return dask_sizing.worker_count(configured, "dask.workers"), "dask.workers"
 
 
 def choose_ports(port, state: dict | None) -> tuple[int, int]:
@@ -170,7 +167,7 @@ def up(c, workers=None, worker_memory=None, port=None, worker_cpu=None) -> None:
 
 
 def scale(c, workers) -> None:
-    count = dask_service.worker_count(workers, "the worker count")
+    count = dask_sizing.worker_count(workers, "the worker count")
     recorded = local.processes(c, SERVICE)
     state = recorded.get(SCHEDULER)
     if not state or local.health(state) != "healthy":
@@ -238,7 +235,7 @@ def smoke_reports(c, timeout=None) -> list[Report]:
     if not state:
         return []
     what = "--timeout" if timeout is not None else "dask.smoke_timeout"
-    seconds = dask_service._seconds(timeout if timeout is not None else c.config.dask.smoke_timeout, what)
+    seconds = dask_sizing.seconds(timeout if timeout is not None else c.config.dask.smoke_timeout, what)
     if not recorded_workers(recorded):
         print("dask: scaled to 0 workers, so the check cannot pass: run `invoke dask.scale 1`", flush=True)
     target = address(state["ports"]["tcp"])

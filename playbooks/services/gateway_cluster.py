@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import shlex
 
 from playbooks.kube import Kubectl
 from playbooks.render import render
@@ -53,12 +52,7 @@ def apply_crds(kubectl: Kubectl, docs: list[dict]) -> None:
     """
     names = [doc["metadata"]["name"] for doc in docs]
     if kubectl.dry_run:
-        line = shlex.join(
-            kubectl.argv(
-                "apply", "--server-side", f"--field-manager={kubectl.field_manager}", "--force-conflicts", "-f", "-"
-            )
-        )
-        kubectl.out(f"$ {line}  # the chart's {len(docs)} CRDs: {', '.join(names)}")
+        kubectl.show_apply(note=f"  # the chart's {len(docs)} CRDs: {', '.join(names)}")
         return
     changed = kubectl.apply(docs, timeout=180)
     kubectl.out(f"CRDs: {'updated' if changed else 'unchanged'} ({', '.join(names)})")

@@ -91,7 +91,7 @@ def up(c, target: Target, kubectl: Kubectl, bucket: str | None, name: str) -> No
     plan.checks.append(partial(access_shortfalls, kubectl, jobs))
     apply_plans(kubectl, [plan])
     if dry_run:
-        kubectl.show("apply", "--server-side", "-f", "-", stdin_docs=jobs)
+        kubectl.show_apply(jobs)
         return
     selector = label_selector(selector_labels(BUCKET_JOB, name))
     outcome = run_job(kubectl, jobs, selector, float(c.config.storage.job_timeout), f"{name}/bucket")

@@ -8,11 +8,11 @@ process deletes it at the end of the run (`release_kind_cluster`, called from
 `pytest_sessionfinish`) unless --keep-cluster was given.
 
 vCluster mode runs against a real vCluster per xdist worker (`install_vcluster`): the chart,
-version and values of `playbooks cluster.up --vcluster`, its API published on a node port of
+version and values of `invoke cluster.up --vcluster`, its API published on a node port of
 its own. The kind config maps VCLUSTER_SLOTS node ports (from FIRST_NODE_PORT) to free
 ports on the host's loopback, so at most that many workers (`-n`) can each have one.
 
-Everything goes through playbooks/cluster.py, the code `cluster.up` runs; only the names,
+Everything goes through devtools/cluster.py, the code `cluster.up` runs; only the names,
 the node ports and the file locations differ.
 """
 
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from playbooks.cluster import (
+from devtools.cluster import DEFAULTS as CFG
+from devtools.cluster import (
     delete_kind_cluster,
     docker_problem,
     ensure_kind_cluster,
@@ -36,11 +37,9 @@ from playbooks.cluster import (
     write_private,
     write_vcluster_kubeconfig,
 )
-from playbooks.cluster import install_vcluster as helm_install_vcluster
-from playbooks.defaults import DEFAULTS
+from devtools.cluster import install_vcluster as helm_install_vcluster
 
 CLUSTER = "datalab-playbooks-e2e"
-CFG = DEFAULTS["cluster"]
 FIRST_NODE_PORT = 31400
 VCLUSTER_SLOTS = int(os.environ.get("PLAYBOOKS_E2E_VCLUSTER_SLOTS", "16"))
 CREATE_TIMEOUT = 900

@@ -12,8 +12,10 @@ vCluster's serving certificate always names 127.0.0.1, so the exported kubeconfi
 (`exportKubeConfig.server: https://127.0.0.1:<host port>`) verifies TLS against the
 vCluster's CA, and nothing has to stay running for it to work, unlike a port-forward.
 
-Every CLI is called as an argv list with an explicit environment (the caller's, without
-KUBECONFIG and helm's cluster variables) and a deadline; the cluster is always named by flags.
+Every CLI is called through playbooks/runner.py: an argv list with an explicit environment
+(the caller's, without KUBECONFIG and helm's and kind's cluster variables) and a deadline; the
+cluster is always named by flags. A developer tool of a checkout (`invoke cluster.up`), not
+part of the `playbooks` script.
 """
 
 from __future__ import annotations
@@ -32,13 +34,57 @@ import yaml
 from invoke import Collection
 
 from playbooks.errors import PlaybookError, task
-from playbooks.kube import Result
-from playbooks.render import dump_yaml, manifests_dir
+from playbooks.render import dump_yaml
+from playbooks.runner import (
+    Result,
+    TimedOut,
+    child_env,
+    find_command,
+    last_line,
+    private_file,
+    run_argv,
+    write_private,
+)
+
+# kind v0.33.0 lists kindest/node:v1.36.4 among the images built for it (release notes:
+# ...@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed; kind guarantees
+# an image only for its own release and only by digest). Kubernetes 1.36 is the host version
+# vCluster 0.37 is tested on (vCluster docs: Kubernetes compatibility matrix).
+KIND_VERSION = "v0.33.0"
+KIND_NODE_IMAGE = "kindest/node:v1.36.4"
+VCLUSTER_CHART_VERSION = "0.37.1"
+MANIFESTS = Path(__file__).resolve().parent / "manifests"
+
+# cluster.up / cluster.down: a kind cluster on this machine, optionally a vCluster in it.
+DEFAULTS: dict = {
+    "name": "datalab-playbooks",
+    "node_image": KIND_NODE_IMAGE,
+    # The kind release the image was built for: another kind version gets a note.
+    "kind_version": KIND_VERSION,
+    # Admin kubeconfig, under the current directory unless absolute.
+    "kubeconfig": ".playbooks/kind.kubeconfig",
+    # kind create cluster --wait (seconds, control plane ready), and the whole creation.
+    "wait": 120,
+    "create_timeout": 900,
+    "kind": "kind",
+    "docker": "docker",
+    "vcluster": {
+        "name": "my-vcluster",
+        "namespace": "vcluster-my-vcluster",
+        "chart": "vcluster",
+        "repo_url": "https://charts.loft.sh",
+        "chart_version": VCLUSTER_CHART_VERSION,
+        "context": "my-vcluster",
+        "kubeconfig": ".playbooks/vcluster.kubeconfig",
+        # NodePort of the vCluster API, published on 127.0.0.1 by the kind cluster.
+        "node_port": 31443,
+        # helm --wait --timeout (seconds).
+        "timeout": 600,
+    },
+}
 
 Printer = Callable[[str], None]
 CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# Variables that would choose a cluster, a namespace or a cluster name behind the flags' back.
-_CLUSTER_VARS = frozenset({"KUBECONFIG", "HELM_NAMESPACE", "HELM_KUBECONTEXT", "KIND_CLUSTER_NAME"})
 PREREQUISITES_HINT = "install Docker and kind, or use an existing cluster"
 POLL_SECONDS = 2
 
@@ -47,20 +93,12 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
-
-
 # ---------------------------------------------------------------- running
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The caller's environment without the variables that pick a cluster; plus extra."""
-    env = {
-        key: value for key, value in os.environ.items() if key not in _CLUSTER_VARS and not key.startswith("HELM_KUBE")
-    }
-    return {**env, **(extra or {})}
+    return {**child_env(os.environ), **(extra or {})}
 
 
 def run(
@@ -73,48 +111,12 @@ def run(
     out: Printer = say,
 ) -> Result:
     """Run argv with a deadline. With a label, show its output lines as they come (long commands)."""
-    import sh
-
+    command = find_command(argv[0], "install it or put it on PATH")
+    show = (lambda line: out(f"{label}: {line.rstrip()}")) if label else None
     try:
-        command = sh.Command(argv[0])
-    except sh.CommandNotFound:
-        raise PlaybookError(f"{argv[0]} not found on PATH") from None
-    seen: list[str] = []
-    streams: dict = {}
-    if label:
-
-        def show(line: str) -> None:
-            seen.append(line)
-            out(f"{label}: {line.rstrip()}")
-
-        streams = {"_out": show, "_err": show}
-    try:
-        done = command(
-            *argv[1:],
-            _in=stdin,
-            _env=dict(env if env is not None else tool_env()),
-            _timeout=timeout,
-            _tty_out=False,
-            _return_cmd=True,
-            _ok_code=list(range(256)),
-            **streams,
-        )
-    except sh.TimeoutException:
+        return run_argv(command, argv[1:], env if env is not None else tool_env(), timeout, stdin, lines=show)
+    except TimedOut:
         raise PlaybookError(f"`{shlex.join(argv[:3])}` did not finish within {timeout:.0f}s") from None
-    if label:
-        return Result(done.exit_code, "".join(seen), "")
-    return Result(done.exit_code, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a credentials file readable by its owner only (mode 0600), replacing it atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.chmod(partial, 0o600)
-    os.replace(partial, path)
 
 
 # ---------------------------------------------------------------- prerequisites
@@ -129,7 +131,7 @@ def docker_problem(docker: str) -> str | None:
     except PlaybookError as error:
         return f"Docker is not answering ({error})"
     if not result.ok:
-        return f"Docker is not answering ({_last_line(result.stderr or result.stdout)})"
+        return f"Docker is not answering ({last_line(result.stderr or result.stdout)})"
     return None
 
 
@@ -180,7 +182,7 @@ def kind_clusters(kind: str) -> list[str]:
     result = run([kind, "get", "clusters"], timeout=60)
     if not result.ok:
         raise PlaybookError(
-            f"kind get clusters failed ({_last_line(result.stderr or result.stdout)}): is Docker running?"
+            f"kind get clusters failed ({last_line(result.stderr or result.stdout)}): is Docker running?"
         )
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
@@ -192,8 +194,8 @@ def kind_version(kind: str) -> str | None:
 
 
 def kind_config(node_ports: Sequence[int]) -> dict:
-    """manifests/cluster/kind.yaml with a loopback port mapping per vCluster node port."""
-    config = yaml.safe_load((manifests_dir() / "cluster" / "kind.yaml").read_text())
+    """devtools/manifests/kind.yaml with a loopback port mapping per vCluster node port."""
+    config = yaml.safe_load((MANIFESTS / "kind.yaml").read_text())
     config["nodes"][0]["extraPortMappings"] = [
         {"containerPort": int(port), "listenAddress": "127.0.0.1", "protocol": "TCP"} for port in node_ports
     ]
@@ -224,7 +226,7 @@ def ensure_kind_cluster(
     if name in kind_clusters(kind):
         result = run([kind, "export", "kubeconfig", "--name", name, "--kubeconfig", str(kubeconfig)], timeout=60)
         if not result.ok:
-            raise PlaybookError(f"kind export kubeconfig failed: {_last_line(result.stderr or result.stdout)}")
+            raise PlaybookError(f"kind export kubeconfig failed: {last_line(result.stderr or result.stdout)}")
         return False
     if expected_kind:
         found = kind_version(kind)
@@ -237,11 +239,11 @@ def ensure_kind_cluster(
     try:
         result = run(create_argv(kind, name, image, kubeconfig, wait), timeout=timeout, stdin=config, label="kind")
     except PlaybookError as error:
-        raise PlaybookError(f"{error}; `playbooks cluster.down` removes what is left") from None
+        raise PlaybookError(f"{error}; `invoke cluster.down` removes what is left") from None
     if not result.ok:
         raise PlaybookError(
-            f"kind create cluster failed: {_last_line(result.stdout)} (its output is above); "
-            "`playbooks cluster.down` removes what is left"
+            f"kind create cluster failed: {last_line(result.stdout)} (its output is above); "
+            "`invoke cluster.down` removes what is left"
         )
     return True
 
@@ -250,7 +252,7 @@ def delete_kind_cluster(kind: str, name: str, kubeconfig: Path, timeout: float =
     argv = [kind, "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)]
     result = run(argv, timeout=timeout, label="kind")
     if not result.ok:
-        raise PlaybookError(f"kind delete cluster failed: {_last_line(result.stdout)}")
+        raise PlaybookError(f"kind delete cluster failed: {last_line(result.stdout)}")
 
 
 def published_port(kind: str, docker: str, name: str, node_port: int) -> int:
@@ -258,14 +260,14 @@ def published_port(kind: str, docker: str, name: str, node_port: int) -> int:
     nodes = run([kind, "get", "nodes", "--name", name], timeout=60).stdout.split()
     node = next((n for n in nodes if n.endswith("-control-plane")), nodes[0] if nodes else None)
     if node is None:
-        raise PlaybookError(f"kind cluster {name} has no nodes: run `playbooks cluster.down`, then `cluster.up` again")
+        raise PlaybookError(f"kind cluster {name} has no nodes: run `invoke cluster.down`, then `cluster.up` again")
     result = run([docker, "port", node, f"{node_port}/tcp"], timeout=30)
     bindings = [line.strip() for line in result.stdout.splitlines() if re.search(r":\d+$", line.strip())]
     chosen = next((b for b in bindings if b.startswith("127.0.0.1:")), bindings[0] if bindings else None)
     if not result.ok or chosen is None:
         raise PlaybookError(
             f"kind cluster {name} does not publish node port {node_port} on this host (it was created "
-            "without cluster.up's port mapping): run `playbooks cluster.down`, then `playbooks cluster.up --vcluster`"
+            "without cluster.up's port mapping): run `invoke cluster.down`, then `invoke cluster.up --vcluster`"
         )
     return int(chosen.rsplit(":", 1)[1])
 
@@ -274,8 +276,8 @@ def published_port(kind: str, docker: str, name: str, node_port: int) -> int:
 
 
 def vcluster_values(node_port: int, server: str, context: str) -> dict:
-    """manifests/cluster/vcluster-values.yaml with the node port and the exported kubeconfig's server and context."""
-    values = yaml.safe_load((manifests_dir() / "cluster" / "vcluster-values.yaml").read_text())
+    """devtools/manifests/vcluster-values.yaml with the node port and the exported kubeconfig's server and context."""
+    values = yaml.safe_load((MANIFESTS / "vcluster-values.yaml").read_text())
     values["controlPlane"]["service"]["httpsNodePort"] = int(node_port)
     values["exportKubeConfig"] = {**(values.get("exportKubeConfig") or {}), "server": server, "context": context}
     return values
@@ -309,11 +311,7 @@ def install_vcluster(
     out: Printer = say,
 ) -> None:
     """helm upgrade --install the vcluster chart and wait for it; on failure show the pods and events."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="playbooks-vcluster-") as folder:
-        path = Path(folder) / "vcluster-values.yaml"
-        write_private(path, dump_yaml(values))
+    with private_file(dump_yaml(values), "vcluster-values.yaml", prefix="playbooks-vcluster-") as path:
         argv = helm_argv(helm, admin_kubeconfig, kube_context, release, namespace, chart, repo, version, path, timeout)
         result = run(argv, timeout=timeout + 60, label="helm", env=env, out=out)
     if not result.ok:
@@ -324,7 +322,7 @@ def install_vcluster(
         )  # fmt: skip
         out(f"--- kubectl get pods,events -n {namespace}")
         out("\n".join((evidence.stdout or evidence.stderr).splitlines()[-40:]) or "(nothing)")
-        raise PlaybookError(f"helm upgrade --install {release} failed: {_last_line(result.stdout)} (evidence above)")
+        raise PlaybookError(f"helm upgrade --install {release} failed: {last_line(result.stdout)} (evidence above)")
 
 
 def point_kubeconfig(config: dict, server: str, context: str) -> dict:
@@ -354,7 +352,7 @@ def read_vcluster_kubeconfig(
         result = run(argv, timeout=30)
         if result.ok and result.stdout.strip():
             return yaml.safe_load(base64.b64decode(result.stdout.strip()))
-        last = _last_line(result.stderr) if not result.ok else "the Secret has no kubeconfig yet"
+        last = last_line(result.stderr) if not result.ok else "the Secret has no kubeconfig yet"
         if time.monotonic() >= deadline:
             raise PlaybookError(
                 f"no kubeconfig in Secret vc-{name} of namespace {namespace} after {timeout:.0f}s ({last}): "
@@ -374,7 +372,7 @@ def wait_reachable(kubectl: str, kubeconfig: Path, server: str, timeout: float) 
         if time.monotonic() >= deadline:
             raise PlaybookError(
                 f"the vCluster API at {server} does not answer after {timeout:.0f}s "
-                f"({_last_line(result.stderr or result.stdout)})"
+                f"({last_line(result.stderr or result.stdout)})"
             )
         time.sleep(POLL_SECONDS)
 
@@ -488,3 +486,4 @@ def down(c, name=None):
 
 
 ns = Collection("cluster", up, down)
+ns.configure({"cluster": DEFAULTS})
