@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from playbooks.errors import PlaybookError
 
 if TYPE_CHECKING:
-    from playbooks.target import KubeSource
+    from playbooks.kubeconfig import KubeSource
 
 # What kubectl prints when it got no answer at all (checked on a real kube-apiserver).
 NO_ANSWER = re.compile(

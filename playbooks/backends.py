@@ -14,7 +14,8 @@ from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from playbooks.errors import PlaybookError
-from playbooks.target import MODES, SERVICE_ACCOUNT_DIR_ENV, Target, detect, local_from_config, validate_namespace
+from playbooks.kubeconfig import SERVICE_ACCOUNT_DIR_ENV
+from playbooks.target import MODES, Target, detect, local_from_config, validate_namespace
 from playbooks.together import run_all
 
 if TYPE_CHECKING:

@@ -83,15 +83,14 @@ def plugin_modules(env=None) -> list[str]:
 
 def services() -> list[Service]:
     """Every service, built-in first, in start order."""
-    found = []
-    for module in (*BUILTIN, *plugin_modules()):
+    found = [importlib.import_module(module).SERVICE_SPEC for module in BUILTIN]
+    for module in plugin_modules():
         try:
-            service = importlib.import_module(module).SERVICE_SPEC
+            found.append(importlib.import_module(module).SERVICE_SPEC)
         except (ImportError, AttributeError) as error:
             raise PlaybookError(
                 f"{PLUGINS_ENV} names {module}, which has no SERVICE_SPEC ({error}); fix the module or unset the variable"
             ) from None
-        found.append(service)
     return found
 
 

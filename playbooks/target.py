@@ -9,31 +9,18 @@ nodes (Forbidden there is evidence, not an error).
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import stat
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
-import yaml
-
-from playbooks import runner
-from playbooks.apierrors import NO_ANSWER, api_error  # noqa: F401  NO_ANSWER: its old home, for now
 from playbooks.errors import PlaybookError
-from playbooks.runner import Result, TimedOut, find_command, private_dir, run_argv, write_private
+from playbooks.kubeconfig import KubeSource, NoKubernetes, locate_kubeconfig
+from playbooks.probe import FAKE_NODE_LABEL, Probes, probe
 
 MODES = ("namespace", "vcluster", "local")
 CLUSTER_MODES = ("namespace", "vcluster")
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-# Test and advanced knob: where the service account's token, ca.crt and namespace are mounted.
-SERVICE_ACCOUNT_DIR_ENV = "DATALAB_PLAYBOOKS_SERVICE_ACCOUNT_DIR"
-IN_CLUSTER_KUBECONFIG = "in-cluster.kubeconfig"
-IN_CLUSTER_CONTEXT = "in-cluster"
-FAKE_NODE_LABEL = "vcluster.loft.sh/fake-node"
 VCLUSTER_CONTEXT = "my-vcluster"
 VCLUSTER_KUBECONFIG = "/opt/kubeconfig/config"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -61,31 +48,6 @@ NAMESPACED_NEEDS = (
 
 
 @dataclass(frozen=True)
-class KubeSource:
-    """Where the credentials come from, read without touching the API."""
-
-    kubeconfig: str | None  # a file, or a list of files (a:b) as KUBECONFIG holds them
-    context: str | None
-    server: str
-    context_namespace: str | None
-    in_cluster_namespace: str | None = None
-    # The service account's folder when its token is used (through a kubeconfig written for it).
-    service_account: str | None = None
-
-    @property
-    def kubeconfig_list(self) -> bool:
-        """Several files, which no --kubeconfig flag takes: they go to kubectl and helm as KUBECONFIG."""
-        return runner.is_list(self.kubeconfig)
-
-    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
-        """The environment of a kubectl or helm child (runner.child_env): never the caller's cluster settings."""
-        return runner.child_env(base, self.kubeconfig)
-
-    def kubeconfig_flags(self, flag: str = "--kubeconfig") -> list[str]:
-        return runner.kubeconfig_flags(self.kubeconfig, flag)
-
-
-@dataclass(frozen=True)
 class AccessCheck:
     verb: str
     resource: str
@@ -97,16 +59,6 @@ class AccessCheck:
         what = f"{self.resource}.{self.group}" if self.group else self.resource
         where = f" in {self.namespace}" if self.namespace else " (cluster-wide)"
         return f"{'yes' if self.allowed else 'no ':3} {self.verb} {what}{where}"
-
-
-@dataclass(frozen=True)
-class Probes:
-    """The API's answers that decide the mode."""
-
-    can_create_crds: bool
-    rules: tuple[dict, ...] = ()
-    fake_nodes: bool | None = None  # None: listing nodes is forbidden
-    rules_incomplete: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,10 +108,6 @@ class Target:
         return f"{self.mode} mode, namespace {self.namespace}, API {self.server}"
 
 
-class NoKubernetes(PlaybookError):
-    """No kubeconfig and no service account: local mode is the fallback."""
-
-
 # ---------------------------------------------------------------- offline steps
 
 
@@ -170,136 +118,6 @@ def validate_namespace(name: str) -> str:
             "starting and ending with a letter or digit"
         )
     return name
-
-
-def _kubeconfig_files(value: str) -> list[Path]:
-    return [Path(p).expanduser() for p in value.split(os.pathsep) if p]
-
-
-def _merged_kubeconfig(files: list[Path]) -> dict:
-    """Merge kubeconfig files as kubectl does: the first file to set a value wins."""
-    merged: dict = {"current-context": None, "contexts": {}, "clusters": {}}
-    for path in files:
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            continue
-        except (OSError, yaml.YAMLError) as error:
-            raise PlaybookError(f"cannot read kubeconfig {path}: {error}; fix or replace the file") from None
-        if not isinstance(data, dict):
-            raise PlaybookError(f"kubeconfig {path} is not a kubeconfig mapping; fix or replace the file")
-        merged["current-context"] = merged["current-context"] or data.get("current-context")
-        for key in ("contexts", "clusters"):
-            for item in data.get(key) or []:
-                if isinstance(item, dict) and item.get("name"):
-                    merged[key].setdefault(item["name"], item.get(key[:-1]) or {})
-    return merged
-
-
-def locate_kubeconfig(
-    env: Mapping[str, str],
-    explicit: str | None = None,
-    context: str | None = None,
-    home: Path | None = None,
-    service_account_dir: Path | None = None,
-) -> KubeSource:
-    """KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
-
-    For the service account a kubeconfig is written that points at its token file (see
-    in_cluster_kubeconfig): kubectl reads its in-cluster configuration only when no flag
-    overrides anything, and the playbooks always pass --namespace.
-    """
-    home = home or Path.home()
-    if service_account_dir is None:
-        service_account_dir = Path(env.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR)
-    candidates = [
-        ("--kubeconfig", explicit),
-        ("KUBECONFIG", env.get("KUBECONFIG")),
-        ("~/.kube/config", str(home / ".kube" / "config")),
-    ]
-    for origin, value in candidates:
-        if not value:
-            continue
-        files = _kubeconfig_files(value)
-        if not any(f.is_file() for f in files):
-            if origin == "~/.kube/config":
-                continue
-            raise PlaybookError(f"{origin} points to {value}, which does not exist; fix the path or unset it")
-        config = _merged_kubeconfig(files)
-        name = context or config["current-context"]
-        if not name:
-            raise PlaybookError(f"kubeconfig {value} has no current context; pass --context NAME")
-        if name not in config["contexts"]:
-            known = ", ".join(sorted(config["contexts"])) or "none"
-            raise PlaybookError(f"context {name!r} is not in kubeconfig {value} (known: {known}); pass --context NAME")
-        ctx = config["contexts"][name]
-        cluster = config["clusters"].get(ctx.get("cluster"), {})
-        return KubeSource(
-            kubeconfig=value,
-            context=name,
-            server=cluster.get("server") or "(no server in kubeconfig)",
-            context_namespace=ctx.get("namespace"),
-        )
-    token = service_account_dir / "token"
-    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
-    if host and token.is_file():
-        ns_file = service_account_dir / "namespace"
-        host = f"[{host}]" if ":" in host else host
-        server = f"https://{host}:{port}"
-        namespace = ns_file.read_text().strip() if ns_file.is_file() else None
-        return KubeSource(
-            kubeconfig=str(in_cluster_kubeconfig(service_account_dir, server, namespace, env)),
-            context=None,
-            server=server,
-            context_namespace=None,
-            in_cluster_namespace=namespace,
-            service_account=str(service_account_dir),
-        )
-    raise NoKubernetes(
-        "no Kubernetes configuration found (no KUBECONFIG, no ~/.kube/config, no service account): "
-        "point KUBECONFIG at a kubeconfig, enable Kubernetes access for the session, or use --mode local"
-    )
-
-
-def in_cluster_kubeconfig(
-    service_account_dir: Path, server: str, namespace: str | None, env: Mapping[str, str]
-) -> Path:
-    """A kubeconfig for the mounted service account, written 0600 into private_dir.
-
-    It names the token *file* (kubectl rereads it, so a rotated token keeps working) and the
-    CA file; it never holds a copy of the token. Written atomically, and only when it changes.
-    """
-    ca = service_account_dir / "ca.crt"
-    cluster: dict = {"server": server}
-    if ca.is_file():
-        cluster["certificate-authority"] = str(ca)
-    context: dict = {"cluster": IN_CLUSTER_CONTEXT, "user": "service-account"}
-    if namespace:
-        context["namespace"] = namespace
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": IN_CLUSTER_CONTEXT, "cluster": cluster}],
-        "contexts": [{"name": IN_CLUSTER_CONTEXT, "context": context}],
-        "current-context": IN_CLUSTER_CONTEXT,
-        "users": [{"name": "service-account", "user": {"tokenFile": str(service_account_dir / "token")}}],
-    }
-    text = "# Written by datalab-playbooks for the in-cluster service account: the token stays in its file.\n"
-    text += yaml.safe_dump(config, sort_keys=False)
-    path = private_dir(env) / IN_CLUSTER_KUBECONFIG
-    try:
-        info = path.lstat()
-        if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600 and path.read_text() == text:
-            return path
-    except OSError:
-        pass
-    try:
-        write_private(path, text)
-    except OSError as error:
-        raise PlaybookError(
-            f"cannot write the in-cluster kubeconfig to {path} ({error.strerror}): set XDG_RUNTIME_DIR or TMPDIR to a writable folder"
-        ) from None
-    return path
 
 
 def choose_namespace(flag: str | None, env: Mapping[str, str], source: KubeSource) -> tuple[str, str]:
@@ -385,96 +203,6 @@ def access_checks(probes: Probes, namespace: str) -> tuple[AccessCheck, ...]:
 
 
 # ---------------------------------------------------------------- the API
-
-REVIEWS = "/apis/authorization.k8s.io/v1"
-ACCESS_REVIEW = {
-    "apiVersion": "authorization.k8s.io/v1",
-    "kind": "SelfSubjectAccessReview",
-    "spec": {
-        "resourceAttributes": {
-            "verb": "create",
-            "group": "apiextensions.k8s.io",
-            "resource": "customresourcedefinitions",
-        }
-    },
-}
-FAKE_NODES_PATH = f"/api/v1/nodes?labelSelector={quote(FAKE_NODE_LABEL + '=true', safe='')}&limit=1"
-
-
-def _answer(result, source: KubeSource, doing: str) -> dict:
-    if not result.ok:
-        raise api_error(result.stderr, source, doing)
-    try:
-        answer = json.loads(result.stdout)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        raise PlaybookError(
-            f"the API server {source.server} did not answer with JSON while {doing}: is it a Kubernetes API?"
-        )
-    return answer
-
-
-def _kubectl_all(binary: str, calls: list[tuple[list[str], str | None]], env: dict[str, str], seconds: float) -> list:
-    """Run the kubectl calls at once, one thread each; a call that outlives its deadline reads as no answer."""
-    command = find_command(binary, "install kubectl or set tools.kubectl in invoke.yaml")
-    results: list = [None] * len(calls)
-
-    def one(i: int, argv: list[str], stdin: str | None) -> None:
-        try:
-            results[i] = run_argv(command, argv, env, seconds, stdin)
-        except TimedOut:
-            results[i] = Result(-1, "", f"Unable to connect to the server: no answer within {seconds:g}s")
-        except Exception as error:  # raised in the caller's thread below
-            results[i] = error
-
-    threads = [threading.Thread(target=one, args=(i, *call), daemon=True) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return results
-
-
-def probe(
-    source: KubeSource, namespace: str, timeout: float, kubectl: str = "kubectl", env: Mapping[str, str] | None = None
-) -> Probes:
-    """Ask the API the three questions that decide the mode: three kubectl calls at once, one request each."""
-    env = source.child_env(os.environ if env is None else env)
-    flags = ["--request-timeout", f"{timeout:g}s", *source.kubeconfig_flags()]
-    if source.context:
-        flags += ["--context", source.context]
-    rules_review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectRulesReview",
-        "spec": {"namespace": namespace},
-    }
-    review, rules, nodes = _kubectl_all(
-        kubectl,
-        [
-            ([*flags, "create", "--raw", f"{REVIEWS}/selfsubjectaccessreviews", "-f", "-"], json.dumps(ACCESS_REVIEW)),
-            ([*flags, "create", "--raw", f"{REVIEWS}/selfsubjectrulesreviews", "-f", "-"], json.dumps(rules_review)),
-            ([*flags, "get", "--raw", FAKE_NODES_PATH], None),
-        ],
-        env,
-        # A backstop only: kubectl gives up by itself after --request-timeout.
-        2 * timeout + 5,
-    )
-    allowed = _answer(review, source, "checking access").get("status") or {}
-    status = _answer(rules, source, "checking access").get("status") or {}
-    if not nodes.ok and "Error from server (Forbidden)" in nodes.stderr:
-        fake_nodes = None  # namespace mode: evidence, not an error
-    else:
-        fake_nodes = bool(_answer(nodes, source, "listing nodes").get("items"))
-    return Probes(
-        can_create_crds=bool(allowed.get("allowed")),
-        rules=tuple(status.get("resourceRules") or ()),
-        fake_nodes=fake_nodes,
-        rules_incomplete=bool(status.get("incomplete")),
-    )
 
 
 # ---------------------------------------------------------------- detection

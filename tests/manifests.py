@@ -6,7 +6,8 @@ import kubernetes_validate
 from invoke import Config
 
 from playbooks.defaults import DEFAULTS
-from playbooks.target import KubeSource, Target
+from playbooks.kubeconfig import KubeSource
+from playbooks.target import Target
 
 OLDEST_KUBERNETES = "1.30"
 NEWEST_KUBERNETES = kubernetes_validate.latest_version()

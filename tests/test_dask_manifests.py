@@ -12,7 +12,6 @@ from invoke import Collection, Config
 
 from playbooks.defaults import DASK_VERSION, DEFAULTS
 from playbooks.errors import PlaybookError
-from playbooks.jobs import job_progress, pod_state
 from playbooks.parts import ClusterPart
 from playbooks.quantity import cpu_cores, memory_bytes
 from playbooks.registry import Service
@@ -20,6 +19,7 @@ from playbooks.render import common_labels
 from playbooks.s3 import S3Settings
 from playbooks.services import dask
 from playbooks.services import mlflow as mlflow_service
+from playbooks.stuck import job_progress, pod_state
 from tests.manifests import FakeContext, config, target, validate_all
 
 MEDIUM_QUOTA = {"cpu": Decimal(2), "memory": 2 * 2**30}

@@ -9,9 +9,10 @@ import copy
 import pytest
 
 from playbooks.errors import PlaybookError
+from playbooks.probe import Probes
 from playbooks.quota import check, needs
 from playbooks.stuck import WORKLOADS, Fixes, rollout_findings, rollout_progress
-from playbooks.target import NAMESPACED_NEEDS, Probes, access_checks
+from playbooks.target import NAMESPACED_NEEDS, access_checks
 from tests.test_wait_causes import (
     CRASH_OOM,
     NS,

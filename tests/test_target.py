@@ -12,22 +12,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from playbooks.apierrors import api_error
 from playbooks.errors import PlaybookError
 from playbooks.helm import Helm
 from playbooks.kube import Kubectl, Result
+from playbooks.kubeconfig import KubeSource, locate_kubeconfig
+from playbooks.probe import Probes, _answer, probe
 from playbooks.procs import free_port
 from playbooks.target import (
     NAMESPACED_NEEDS,
-    KubeSource,
-    Probes,
     Target,
-    _answer,
     access_checks,
-    api_error,
     choose_namespace,
     decide_mode,
-    locate_kubeconfig,
-    probe,
     rule_allows,
 )
 

@@ -11,7 +11,6 @@ import os
 import pytest
 import yaml
 
-from playbooks import target as target_module
 from playbooks.helm import Helm
 from playbooks.kube import Kubectl
 from playbooks.target import detect
@@ -31,8 +30,6 @@ OTHER = {
 def listed(session, tmp_path, monkeypatch):
     other = tmp_path / "other.kubeconfig"
     other.write_text(yaml.safe_dump(OTHER))
-    monkeypatch.setattr(target_module, "_detected", {})
-    monkeypatch.setattr(target_module, "_last", [])
     # The caller's own KUBECONFIG must not be what the children use.
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "not-this-one"))
     return f"{session.kubeconfig}{os.pathsep}{other}"
