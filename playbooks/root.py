@@ -92,7 +92,7 @@ SERVICES = ("mlflow", "dask", "gateway")
 
 def choose_services(only: str | None, mode: str) -> list[str]:
     """The services `up`/`down` act on: --only, else every one the mode allows."""
-    if only:
+    if only is not None:
         names = [name.strip() for name in only.split(",") if name.strip()]
         unknown = [name for name in names if name not in SERVICES]
         if unknown or not names:
@@ -127,7 +127,7 @@ def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_r
             raise PlaybookError(
                 "--network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only"
             )
-        names = choose_services(only, "local") if only else ["mlflow", "dask"]
+        names = choose_services(only, "local") if only is not None else ["mlflow", "dask"]
         # The services start side by side: a bad input of one must stop all before any starts.
         if bucket:
             validate_bucket(bucket)
@@ -141,7 +141,7 @@ def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_r
         run_all({name: starters[name] for name in names})
         return
     # Validate and plan everything before the first write.
-    if only:
+    if only is not None:
         choose_services(only, "vcluster")
     target = resolve_target(c, namespace, mode)
     names = choose_services(only, target.mode)
@@ -177,7 +177,7 @@ def up(c, only=None, bucket=None, workers=None, namespace=None, mode=None, dry_r
 def down(c, only=None, purge=False, namespace=None, mode=None, dry_run=False):
     """Remove every service the playbooks deployed here (Gateway, Dask, MLflow), in reverse order."""
     found = resolve_target(c, namespace, mode)
-    names = choose_services(only, found.mode) if only else list(SERVICES)
+    names = choose_services(only, found.mode) if only is not None else list(SERVICES)
     if found.local:
         local.refuse_dry_run(dry_run, "`down` stops processes at once")
         stoppers = {
@@ -187,6 +187,7 @@ def down(c, only=None, purge=False, namespace=None, mode=None, dry_run=False):
         }
         for name in reversed(names):
             stoppers[name]()
+        local.report_left_running(c, names)
         return
     if "gateway" in names and found.mode == "vcluster":
         kubectl = kubectl_for(c, found)
@@ -255,3 +256,5 @@ def status(c, namespace=None, mode=None):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for line in local.crash_report(c) if found.local else []:
         print(line)
+    if found.local:
+        local.refuse_crashed(c)
