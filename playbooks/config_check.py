@@ -119,3 +119,24 @@ def check_types(config) -> None:
             f"setting {key} is {value!r}, which is not {wanted}: fix it in invoke.yaml or {env_variable(key)}"
         )
     strict_booleans(config, DEFAULTS)
+
+
+def install_load_error_hook() -> None:
+    """Under `invoke` (tasks.py), invoke merges invoke.yaml before any code of ours runs, and its
+    merge and YAML errors end the run as tracebacks: print them as one `error:` line instead
+    (the `playbooks` script catches them itself, see cli.py)."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, error, trace) -> None:
+        module = getattr(kind, "__module__", "") or ""
+        if module.startswith(("invoke.config", "invoke.vendor.yaml", "yaml")):
+            import re
+
+            reason = re.sub(r"\(\{.*\}\)", "(...)", " ".join(str(error).split()))[:300]
+            print(f"error: cannot load the configuration ({reason}): fix invoke.yaml in {os.getcwd()}", file=sys.stderr)
+            return
+        previous(kind, error, trace)
+
+    sys.excepthook = hook

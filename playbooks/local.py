@@ -23,9 +23,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playbooks import procs, statefile
+from playbooks import config_check, procs, statefile
 from playbooks.errors import PlaybookError
 from playbooks.procs import free_port, http_ok, tcp_ok
+
+# Imported whenever the collection is (by `invoke` too): invoke's own config errors become one line.
+config_check.install_load_error_hook()
 
 PORTS_FILE = "ports.json"  # each process's ports of last time
 # JSON files of a service folder that are not process states.

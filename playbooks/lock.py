@@ -1,22 +1,23 @@
 """One writer at a time: a lock on the local state folder, held by every task that changes it.
 
 The lock is an flock on `<state>/.lock`, so it goes with the process that held it, however
-it ended. The file names the holder (pid, task, since when) for the runs that wait. Inside
-one run the lock is reentrant: `invoke up` starts services in threads, each takes it.
+it ended (and the servers we start do not inherit it: Python's descriptors are not
+inheritable). A run that waits names the holder from /proc/locks (pid, its command, since
+when it runs), so taking the lock writes nothing: a refused task leaves the folder as it was.
+Inside one run the lock is reentrant: `invoke up` starts services in threads, each takes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from playbooks import statefile
+from playbooks import procs, statefile
 from playbooks.errors import PlaybookError
 from playbooks.together import pause
 
@@ -26,27 +27,37 @@ _held: dict = {"count": 0, "fd": None}
 
 
 def holder(root: Path) -> str:
-    """Who holds the lock, as the lock file says."""
-    data, _ = statefile.read_json(root / LOCK_FILE)
-    if not data:
+    """Who holds the lock: the process /proc/locks names for the lock file."""
+    try:
+        inode = (root / LOCK_FILE).stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
         return "another run"
-    since = time.strftime("%H:%M:%S", time.localtime(data.get("since", 0)))
-    return f"pid {data.get('pid')} ({data.get('task')}) since {since}"
+    for line in lines:
+        fields = line.split()  # 1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pid = int(fields[4])
+            found = procs.identity(pid)
+            if found is None:
+                return f"pid {pid}"
+            command = " ".join(Path(part).name if i < 2 else part for i, part in enumerate(found.cmdline))
+            started = time.time() - (_uptime() - found.start_time / os.sysconf("SC_CLK_TCK"))
+            return f"pid {pid} ({command}) since {time.strftime('%H:%M:%S', time.localtime(started))}"
+    return "another run"
+
+
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
 
 
 def check_writable(root: Path) -> None:
     """Refuse before changing anything when the state folder, or one of its service folders, is read-only."""
-    folders = [root, *(path for path in root.iterdir() if path.is_dir())]
-    for folder in folders:
-        probe = folder / f".write-probe-{os.getpid()}"
-        try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            probe.unlink()
-        except OSError as error:
+    for folder in [root, *(path for path in root.iterdir() if path.is_dir())]:
+        if not os.access(folder, os.W_OK):  # also false on a read-only file system, even for root
             raise PlaybookError(
-                f"the state folder {folder} is not writable ({error.strerror}): nothing was changed; "
+                f"the state folder {folder} is not writable: nothing was changed; "
                 f"make it writable (chmod u+w {folder}) or point local.state_dir elsewhere"
-            ) from None
+            )
 
 
 def _acquire(root: Path, task: str, timeout: float, out) -> int:
@@ -85,9 +96,6 @@ def _acquire(root: Path, task: str, timeout: float, out) -> int:
     except PlaybookError:
         os.close(fd)
         raise
-    record = json.dumps({"pid": os.getpid(), "task": task, "since": time.time()})
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, record.encode(), 0)
     return fd
 
 
@@ -104,6 +112,5 @@ def held(root: Path, task: str, timeout: float, out=print) -> Iterator[None]:
         with _guard:
             _held["count"] -= 1
             if _held["count"] == 0:
-                os.ftruncate(_held["fd"], 0)
                 os.close(_held["fd"])  # closing releases the flock
                 _held["fd"] = None
