@@ -361,12 +361,20 @@ def terminate(c, service: str, states: dict[str, dict | None], grace: float) -> 
         procs.signal_group(pgid, signal.SIGTERM)
     for pid in left:
         procs.signal_pid(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    deadline, again = time.monotonic() + grace, time.monotonic() + 0.2
     while time.monotonic() < deadline:
         for pgid in groups.values():
             procs.reap(pgid)
         if not any(procs.group_running(pgid) for pgid in groups.values()) and not strays(c, service, names):
             return stopped
+        if again and time.monotonic() >= again:
+            # uvicorn (MLflow's server) drains open connections on the first TERM and exits on the second.
+            for name, pgid in groups.items():
+                if alive(states[name]) or procs.group_running(pgid):
+                    procs.signal_group(pgid, signal.SIGTERM)
+            for pid in strays(c, service, names):
+                procs.signal_pid(pid, signal.SIGTERM)
+            again = None
         pause(0.1)
     for name, pgid in groups.items():
         if alive(states[name]):  # still the same process: its group is ours
