@@ -137,6 +137,9 @@ class Backend:
     def status_footer(self) -> list[str]:
         return []
 
+    def refuse_failed(self) -> None:
+        """After the status table: exit 1 when a service the table shows has failed."""
+
 
 class LocalBackend(Backend):
     """Services as processes on this machine, supervised through their state folder."""
@@ -182,13 +185,21 @@ class LocalBackend(Backend):
         raise PlaybookError("--network-policy is for the cluster modes; local mode's servers listen on 127.0.0.1 only")
 
     def down(self, services: list[Service], purge: bool, options: dict[str, dict] | None = None) -> None:
+        from playbooks.local import report_left_running
+
         self.refuse_dry_run("`down` stops processes at once")
         super().down(services, purge, options)
+        report_left_running(self.c, [service.name for service in services])
 
     def status_footer(self) -> list[str]:
         from playbooks.local import crash_report
 
         return crash_report(self.c)
+
+    def refuse_failed(self) -> None:
+        from playbooks.local import refuse_crashed
+
+        refuse_crashed(self.c)
 
 
 class ClusterBackend(Backend):

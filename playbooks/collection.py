@@ -2,8 +2,11 @@
 
 from invoke import Collection
 
-from playbooks import registry, root
+from playbooks import config_check, registry, root
 from playbooks.defaults import DEFAULTS
+
+# Loaded by `invoke` too, before invoke reads invoke.yaml: its own config errors become one line.
+config_check.install_load_error_hook()
 
 ns = Collection(root.target, root.up, root.down, root.status, root.smoke)
 defaults = dict(DEFAULTS)

@@ -21,6 +21,18 @@ DEFAULTS: dict = {
         "state_dir": ".playbooks/local",
         "start_timeout": 120,
         "stop_grace": 10,
+        # How long a run waits for another that holds the state folder (seconds).
+        "lock_timeout": 300,
+        # Each service's well-known port, taken when free (else its port of last time, else any
+        # free one); 0: no preference.
+        "ports": {
+            "mlflow": 5000,
+            "dask": 8786,
+            "dask_dashboard": 8787,
+            "storage": 9000,
+            "gateway": 8000,
+            "gateway_proxy": 8001,
+        },
     },
     "storage": {
         "name": "storage",

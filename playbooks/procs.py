@@ -1,4 +1,9 @@
-"""Local processes: free ports, start in a process group, wait until they answer, stop the group."""
+"""Local processes: free ports, start in a process group, know them again, stop them.
+
+A process is known by its identity (pid, start time, command line, process group: see
+`identity`), never by its PID alone, and by the marker variables it inherits from the
+supervisor (see `marked`), so its descendants are found even when its state is lost.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+# Given to every process local mode starts (and so to everything they start in turn).
+MARKER_STATE = "PLAYBOOKS_LOCAL_STATE"  # the state folder
+MARKER_PROCESS = "PLAYBOOKS_LOCAL_PROCESS"  # <service>/<process>
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -17,8 +27,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
-    """Start argv in a new session (its own process group), output to log."""
-    with open(log, "ab") as out:
+    """Start argv in a new session (its own process group), output to a private log, umask 077."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as out:
         return subprocess.Popen(
             argv,
             env=env,
@@ -27,18 +39,98 @@ def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = No
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=0o077,  # the database, objects and files the servers write are private too
         )
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What /proc says about a running process: enough to tell it from a later one with the same PID."""
+
+    pid: int
+    state: str
+    pgid: int
+    start_time: int  # clock ticks after boot: a reused PID has another
+    cmdline: tuple[str, ...]
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ... (field 3 onwards)
+
+
+def identity(pid: int) -> Identity | None:
+    """The running (not zombie) process pid, or None."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    cmdline = tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    return Identity(pid, fields[0], int(fields[2]), int(fields[19]), cmdline)
+
+
+def environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0") if entry)
+    return {key: value for key, _, value in pairs}
+
+
+def _ancestors() -> set[int]:
+    found, pid = set(), os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        fields = _stat_fields(pid)
+        pid = int(fields[1]) if fields else 0
+    return found
+
+
+def marked(state_dir: Path) -> dict[int, str]:
+    """Running processes that carry the marker of this state folder: pid -> "<service>/<process>"."""
+    wanted, mine, found = str(state_dir), _ancestors(), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        env = environ(int(entry.name))
+        if env.get(MARKER_STATE) == wanted and identity(int(entry.name)) is not None:
+            found[int(entry.name)] = env.get(MARKER_PROCESS, "?")
+    return found
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def stop_group(pid: int, grace: float = 10.0) -> None:
-    """TERM the whole process group, then KILL what is left after the grace period."""
+    """TERM the whole process group, then KILL what is left after the grace period.
+
+    Only for a group this run started itself (the test fixtures; local mode checks identity first).
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        _reap(pid)
+        reap(pid)
         if not group_running(pid):
             return
         time.sleep(0.1)
@@ -46,7 +138,7 @@ def stop_group(pid: int, grace: float = 10.0) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    _reap(pid)
+    reap(pid)
 
 
 def group_running(pgid: int) -> bool:
@@ -56,6 +148,8 @@ def group_running(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
     proc = Path("/proc")
     if not proc.is_dir():
         return True
@@ -69,7 +163,8 @@ def group_running(pgid: int) -> bool:
     return False
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
+    """Collect the exit status of a child of this process, so it is not left a zombie."""
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

@@ -121,3 +121,4 @@ def status(c, namespace=None, mode=None):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for line in backend.status_footer():
         print(line)
+    backend.refuse_failed()

@@ -229,7 +229,9 @@ def detect(
     else:
         try:
             source = locate_kubeconfig(env, explicit=kubeconfig, context=context)
-        except NoKubernetes:
+        except NoKubernetes as missing:
+            if mode is not None:  # never a silent fall-back to local mode
+                raise PlaybookError(f"--mode {mode} needs a Kubernetes cluster, but {missing}") from None
             target = local_target("no KUBECONFIG, no ~/.kube/config and no service account")
         else:
             target = _cluster_target(source, namespace, mode, timeout, env, kubectl)

@@ -36,7 +36,7 @@ def test_status_reports_a_killed_mlflow_with_its_log_and_down_stops_what_it_left
     last = log.read_text().splitlines()[-1]
 
     status = run(workdir, "mlflow.status")
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # a crashed service fails its status
     assert f"mlflow: process {pid} is gone (crashed or killed)" in status.stdout
     assert f"mlflow: last lines of {log}:" in status.stdout and f"  {last}" in status.stdout
     # Its server process (uvicorn) outlived it and still answers on the port: status names it.
@@ -44,7 +44,8 @@ def test_status_reports_a_killed_mlflow_with_its_log_and_down_stops_what_it_left
     assert "mlflow: processes it started still run (pids " in status.stdout
 
     table = run(workdir, "status")
-    assert table.returncode == 0, table.stderr
+    assert table.returncode == 1, table.stderr
+    assert "error: mlflow crashed (report above): run `invoke up` to start it again" in table.stderr
     row = next(line for line in table.stdout.splitlines() if line.startswith("mlflow "))
     assert f"process {pid} is gone (crashed or killed)" in row
     assert f"mlflow: last lines of {log}:" in table.stdout

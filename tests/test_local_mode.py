@@ -30,8 +30,15 @@ def workdir(tmp_path):
                 pass
 
 
-def run(workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ["PATH"], "HOME": str(workdir), **QUIET_ENV}
+# No well-known ports in tests (local.ports): other runs on this machine may hold them.
+ANY_PORT = {
+    f"INVOKE_LOCAL_PORTS_{key}": "0"
+    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY")
+}
+
+
+def run(workdir: Path, *args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "HOME": str(workdir), **QUIET_ENV, **ANY_PORT, **(env or {})}
     return subprocess.run([CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 

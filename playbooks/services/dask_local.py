@@ -8,6 +8,7 @@ it joined).
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from playbooks import dask_sizing, local
@@ -36,7 +37,15 @@ def recorded_workers(recorded: dict[str, dict]) -> list[str]:
 def sizing(c, cpu=None, memory=None) -> tuple[int, int]:
     """(threads, memory limit in bytes) of each worker: dask.worker_resources' limits, or the flags."""
     limits = dask_sizing.worker_resources(c, cpu, memory)["limits"]
-    return dask_sizing.worker_threads(limits["cpu"]), memory_bytes(limits["memory"], "worker memory")
+    threads = dask_sizing.worker_threads(limits["cpu"])
+    machine = len(os.sched_getaffinity(0))
+    if threads > machine:
+        where = "--worker-cpu" if cpu is not None else "dask.worker_resources.limits.cpu"
+        raise PlaybookError(
+            f"{where} {limits['cpu']} is more CPUs than this machine has ({machine}): "
+            f"give each local worker at most {machine}"
+        )
+    return threads, memory_bytes(limits["memory"], "worker memory")
 
 
 def running_sizing(recorded: dict[str, dict]) -> tuple[int, int] | None:
@@ -57,12 +66,16 @@ def choose_count(flag, recorded: dict[str, dict], configured) -> tuple[int, str]
     return dask_sizing.worker_count(configured, "dask.workers"), "dask.workers"
 
 
-def choose_ports(port, state: dict | None) -> tuple[int, int]:
-    """Scheduler and dashboard ports: given, else the running (or last) ones, else free ones."""
-    scheduler = local.choose_port(port, None, previous=state, key="tcp")
-    dashboard = local.choose_port(None, None, previous=state, key="dashboard")
+def choose_ports(c, port, state: dict | None) -> tuple[int, int]:
+    """Scheduler and dashboard ports: given, else the running (or last) ones, else the well-known
+    ones (local.ports.dask, local.ports.dask_dashboard) when free, else free ones."""
+    last = local.last_ports(c, SERVICE, SCHEDULER)
+    scheduler = local.choose_port(port, local.preferred_port(c, "dask"), previous=state, key="tcp", last=last)
+    dashboard = local.choose_port(
+        None, local.preferred_port(c, "dask_dashboard"), previous=state, key="dashboard", last=last
+    )
     while dashboard == scheduler:
-        dashboard = local.choose_port(None)
+        dashboard = local.choose_port(0)
     return scheduler, dashboard
 
 
@@ -116,7 +129,7 @@ def wait_for_workers(dashboard: int, wanted: int, timeout: float) -> None:
         if time.monotonic() - last >= 5:
             print(f"dask: {seen or 0}/{wanted} workers joined [{elapsed:.0f}s/{timeout:.0f}s]", flush=True)
             last = time.monotonic()
-        time.sleep(0.25)
+        local.pause(0.25)
         seen = joined_workers(dashboard)
     print(f"dask: {seen} worker(s) joined the scheduler after {time.monotonic() - start:.0f}s", flush=True)
 
@@ -143,10 +156,15 @@ def converge(c, count: int, port: int, threads: int, memory: int) -> tuple[int, 
 
 def up(c, workers=None, worker_memory=None, port=None, worker_cpu=None) -> None:
     threads, memory = sizing(c, worker_cpu, worker_memory)
+    with local.writing(c, "dask.up"):
+        _up(c, workers, port, threads, memory)
+
+
+def _up(c, workers, port, threads: int, memory: int) -> None:
     recorded = local.processes(c, SERVICE)
     count, origin = choose_count(workers, recorded, c.config.dask.workers)
     state = recorded.get(SCHEDULER)
-    scheduler_port, dashboard = choose_ports(port, state)
+    scheduler_port, dashboard = choose_ports(c, port, state)
     print(
         f"dask: scheduler and {count} worker(s) ({origin}), {threads} thread(s) and {format_memory(memory)} each",
         flush=True,
@@ -168,6 +186,11 @@ def up(c, workers=None, worker_memory=None, port=None, worker_cpu=None) -> None:
 
 def scale(c, workers) -> None:
     count = dask_sizing.worker_count(workers, "the worker count")
+    with local.writing(c, "dask.scale"):
+        _scale(c, count)
+
+
+def _scale(c, count: int) -> None:
     recorded = local.processes(c, SERVICE)
     state = recorded.get(SCHEDULER)
     if not state or local.health(state) != "healthy":
@@ -184,6 +207,11 @@ def scale(c, workers) -> None:
 
 
 def down(c) -> None:
+    with local.writing(c, "dask.down"):
+        _down(c)
+
+
+def _down(c) -> None:
     grace = float(c.config.local.stop_grace)
     stopped = local.stop(c, SERVICE, recorded_workers(local.processes(c, SERVICE)), grace=grace)
     stopped += local.stop(c, SERVICE, grace=grace)  # the scheduler, after its workers
@@ -224,6 +252,7 @@ def status(c) -> bool:
         joined = joined_workers(scheduler["ports"]["dashboard"])
         print(f"dask: the scheduler counts {'?' if joined is None else joined} worker(s)")
         print_access(scheduler["ports"]["tcp"], scheduler["ports"]["dashboard"])
+    local.refuse_crashed(c, SERVICE)
     return healthy
 
 
@@ -234,6 +263,8 @@ def smoke_reports(c, timeout=None) -> list[Report]:
     state = recorded.get(SCHEDULER)
     if not state:
         return []
+    if not local.alive(state):
+        raise PlaybookError(f"the local Dask scheduler is not running ({local.health(state)}): run `invoke dask.up`")
     what = "--timeout" if timeout is not None else "dask.smoke_timeout"
     seconds = dask_sizing.seconds(timeout if timeout is not None else c.config.dask.smoke_timeout, what)
     if not recorded_workers(recorded):

@@ -126,17 +126,25 @@ def server_process(c, port: int, proxy_port: int, config: Path, config_digest: s
 
 def up(c, port=None, proxy_port=None, timeout=None) -> None:
     check_installed()
-    if port and proxy_port and str(port) == str(proxy_port):
+    if port and proxy_port and str(port) == str(proxy_port) and str(port) != "0":
         raise PlaybookError(f"--port and --proxy-port are both {port}: give two different ports, or leave one out")
+    with local.writing(c, "gateway.up"):
+        _up(c, port, proxy_port, timeout)
+
+
+def _up(c, port, proxy_port, timeout) -> None:
     state = local.processes(c, SERVICE).get(SERVICE)
     if state and not local.alive(state):
         # The server is gone (its clusters list was in memory): its clusters would run on unmanaged.
         for pid, what in stop_leftovers(c, float(c.config.local.stop_grace)):
             print(f"gateway: stopped {what} (pid {pid})", flush=True)
-    api = local.choose_port(port, None, previous=state, key="http")
-    proxy = local.choose_port(proxy_port, None, previous=state, key="proxy")
+    last = local.last_ports(c, SERVICE, SERVICE)
+    api = local.choose_port(port, local.preferred_port(c, "gateway"), previous=state, key="http", last=last)
+    proxy = local.choose_port(
+        proxy_port, local.preferred_port(c, "gateway_proxy"), previous=state, key="proxy", last=last
+    )
     while proxy == api:
-        proxy = local.choose_port(None)
+        proxy = local.choose_port(0)
     password(c)
     text = config_text(c, api, proxy)
     config = folder(c) / "config.py"
@@ -152,6 +160,11 @@ def up(c, port=None, proxy_port=None, timeout=None) -> None:
 
 
 def down(c, purge: bool = False) -> None:
+    with local.writing(c, "gateway.down"):
+        _down(c, purge)
+
+
+def _down(c, purge: bool) -> None:
     stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
     stopped += [f"{what} (pid {pid})" for pid, what in stop_leftovers(c, float(c.config.local.stop_grace))]
     print(f"gateway: stopped {', '.join(stopped)}" if stopped else "gateway: nothing running")
@@ -193,7 +206,7 @@ def stop_leftovers(c, grace: float) -> list[tuple[int, str]]:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and leftovers(c):
-        time.sleep(0.2)
+        local.pause(0.2)
     for pid, _ in leftovers(c):
         _signal_group(pid, signal.SIGKILL)
     return found
@@ -237,6 +250,7 @@ def status(c, show_password: bool = False) -> bool:
         print(f"gateway: {health}: run `invoke gateway.up` to start it again")
         for line in local.crash_report(c, SERVICE):
             print(line)
+        local.refuse_crashed(c, SERVICE)
         return False
     print(f"gateway: {health} (pid {state['pid']})")
     clusters = [p.name for p in clusters_dir(c).iterdir() if p.is_dir()] if clusters_dir(c).is_dir() else []
@@ -251,6 +265,8 @@ def smoke_reports(c) -> list[Report]:
     state = local.processes(c, SERVICE).get(SERVICE)
     if not state:
         return []
+    if not local.alive(state):
+        raise PlaybookError(f"the local gateway is not running ({local.health(state)}): run `invoke gateway.up`")
     api, proxy = addresses(state)
     print(f"gateway: checking {api} (local process)", flush=True)
     report = run_check(api, proxy, password(c), float(c.config.gateway.smoke_timeout), service="dask-gateway")

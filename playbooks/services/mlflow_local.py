@@ -76,6 +76,11 @@ def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Proc
 
 
 def up(c, bucket=None, prefix=None, port=None, storage=None) -> None:
+    with local.writing(c, "mlflow.up"):
+        _up(c, bucket, prefix, port, storage)
+
+
+def _up(c, bucket, prefix, port, storage) -> None:
     from playbooks.s3 import validate_prefix
 
     chosen_prefix = validate_prefix(prefix if prefix is not None else c.config.mlflow.prefix)
@@ -83,7 +88,9 @@ def up(c, bucket=None, prefix=None, port=None, storage=None) -> None:
     if s3 is not None:
         preflight.refuse(bucket_shortfalls(s3, destination.removeprefix("s3://").partition("/")[0]))
     state = local.processes(c, SERVICE).get(SERVICE)
-    chosen_port = local.choose_port(port, c.config.mlflow.get("local_port"), previous=state)
+    chosen_port = local.choose_port(
+        port, local.preferred_port(c, "mlflow"), previous=state, last=local.last_ports(c, SERVICE, SERVICE)
+    )
     print(f"mlflow: artifacts go to {destination} ({why})", flush=True)
     result = local.ensure(
         c, SERVICE, process(c, chosen_port, destination, s3), {"http": chosen_port}, float(c.config.local.start_timeout)
@@ -94,6 +101,11 @@ def up(c, bucket=None, prefix=None, port=None, storage=None) -> None:
 
 
 def down(c, purge: bool = False) -> None:
+    with local.writing(c, "mlflow.down"):
+        _down(c, purge)
+
+
+def _down(c, purge: bool) -> None:
     stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
     print(f"mlflow: stopped {', '.join(stopped)}" if stopped else "mlflow: nothing running")
     if purge:
@@ -112,6 +124,7 @@ def status(c) -> bool:
     print(f"mlflow: {health} (pid {state.get('pid')}), http://127.0.0.1:{state.get('ports', {}).get('http')}")
     for line in local.crash_report(c, SERVICE):
         print(line)
+    local.refuse_crashed(c, SERVICE)
     return health == "healthy"
 
 
@@ -119,6 +132,8 @@ def smoke_reports(c) -> list[Report]:
     state = local.processes(c, SERVICE).get(SERVICE)
     if not state:
         return []
+    if state.get("corrupt") or "destination" not in state["inputs"]:
+        raise PlaybookError("the local MLflow server's state is unreadable: run `invoke mlflow.up` to repair it")
     destination = state["inputs"]["destination"]
     s3 = bucket = None
     prefix = ""
