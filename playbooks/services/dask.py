@@ -423,7 +423,7 @@ class DaskLocal(LocalPart):
         "worker-memory": "Memory limit of each worker, e.g. 448Mi or 1Gi; the worker's --memory-limit follows.",
         "name": NAME_HELP,
         "dry-run": "Print the manifests and commands; change nothing.",
-        "port": "Local mode: the scheduler's port on 127.0.0.1 (default: a free one).",
+        "port": "Local mode: the scheduler's port on 127.0.0.1 (default: last time's, else 8786, else a free one; 0: any free one).",
         **TARGET_HELP,
     }
 )

@@ -297,8 +297,8 @@ class GatewayLocal(LocalPart):
         **RELEASE_HELP,
         "timeout": "Seconds helm waits for the release to be ready (default: gateway.timeout; local mode: local.start_timeout).",
         "dry-run": "Print the helm and kubectl commands and the values (password redacted); change nothing.",
-        "port": "Local mode: the gateway's address (API and dashboards) on 127.0.0.1 (default: a free port).",
-        "proxy-port": "Local mode: the scheduler proxy (gateway://) on 127.0.0.1 (default: a free port).",
+        "port": "Local mode: the gateway's port (API and dashboards) on 127.0.0.1 (default: last time's, else 8000, else a free one).",
+        "proxy-port": "Local mode: the scheduler proxy (gateway://) on 127.0.0.1 (default: last time's, else 8001, else a free one).",
         **TARGET_HELP,
     }
 )

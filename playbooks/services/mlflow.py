@@ -254,7 +254,7 @@ class MlflowLocal(LocalPart):
         "prefix": "Key prefix inside the bucket (default: mlflow).",
         "name": "Name of the service and its objects (default: mlflow).",
         "dry-run": "Print the manifests (Secrets redacted) and commands; change nothing.",
-        "port": "Local mode: port on 127.0.0.1 (default: a free one).",
+        "port": "Local mode: port on 127.0.0.1 (default: last time's, else 5000, else a free one; 0: any free one).",
         "storage": "local-s3 (the storage.up store), env (AWS_*), or none (local mode: a local folder). Default: AWS_* if set, else the store.",
         **TARGET_HELP,
     }

@@ -96,7 +96,7 @@ class StorageLocal(LocalPart):
 @task(
     help={
         "bucket": "Bucket to create (default: WORKSHOP_NAMESPACE, else storage.bucket).",
-        "port": "Local mode: port on 127.0.0.1 (default: a free one).",
+        "port": "Local mode: port on 127.0.0.1 (default: last time's, else 9000, else a free one; 0: any free one).",
         "name": NAME_HELP,
         "dry-run": "Cluster modes: print the manifests (Secrets redacted) and commands; change nothing.",
         **HELP,
