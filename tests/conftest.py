@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
+from tests.fakes.kubectl import FakeKubectl
 
 BIN = Path(sys.executable).parent
 # Tools that scripts/setup.sh put in the virtual environment (helm, kubectl) come first.
@@ -44,6 +45,22 @@ def one_error_line(result, fragments: tuple[str, ...] = ()) -> str:
 def _no_telemetry(monkeypatch):
     for key, value in QUIET_ENV.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path) -> FakeKubectl:
+    """The strict fake kubectl (tests/fakes/kubectl.py): script each call the test expects; any other fails the test."""
+    return FakeKubectl(tmp_path / "fake-kubectl")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A call the fake kubectl did not expect fails the test, even when the code under test swallowed its error."""
+    result = yield
+    fake = getattr(item, "funcargs", {}).get("fake_kubectl")
+    if fake is not None:
+        fake.check()
+    return result
 
 
 def tool(name: str) -> str:
