@@ -1,11 +1,13 @@
 """cluster.up / cluster.down as a user runs them (the CLI in a subprocess), with a PATH that
-holds only stand-ins for docker, kind, helm and kubectl (tests/fake_cluster_tools.py): the
-stand-ins record their argv and answer as the real tools do, so the tasks' logic runs end to
-end without a Docker engine, and the exact commands are checked.
+holds only stand-ins for docker, kind and helm (tests/fakes/cluster_tools.py) and the strict
+fake kubectl (tests/fakes/kubectl.py): the stand-ins record their argv and answer as the real
+tools do, so the tasks' logic runs end to end without a Docker engine, and the exact commands
+are checked.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -20,10 +22,12 @@ import yaml
 from playbooks.cluster import kind_config, point_kubeconfig, vcluster_values
 from playbooks.defaults import DEFAULTS
 from tests.conftest import QUIET_ENV
+from tests.fakes.cluster_tools import vcluster_kubeconfig
+from tests.fakes.kubectl import FakeKubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "playbooks")
-FAKE = Path(__file__).resolve().parent / "fake_cluster_tools.py"
+FAKE = Path(__file__).resolve().parent / "fakes" / "cluster_tools.py"
 CFG = DEFAULTS["cluster"]
 NAME = "datalab-playbooks"
 IMAGE = "kindest/node:v1.36.4"
@@ -37,6 +41,7 @@ class World:
     cwd: Path
     bin: Path
     folder: Path
+    kubectl: FakeKubectl | None = None
 
     @property
     def kind_kubeconfig(self) -> Path:
@@ -50,14 +55,35 @@ class World:
         (self.folder / "state.json").write_text(json.dumps(state))
 
     def calls(self) -> list[dict]:
+        """Every tool's calls, in the order they were made."""
         path = self.folder / "calls.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        calls = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if self.kubectl is not None:
+            calls += [
+                {"tool": "kubectl", "argv": c.argv, "stdin": c.stdin, "time": c.time} for c in self.kubectl.calls()
+            ]
+        return sorted(calls, key=lambda call: call["time"])
+
+    def expect_vcluster(self, admin: Path, vcluster: Path, name: str = "my-vcluster", context: str = f"kind-{NAME}"):
+        """The kubectl calls after the vcluster chart's install: its Secret (the kubeconfig the vCluster
+        exported for the host, as the values ask), then the API's /readyz through the written kubeconfig."""
+        export = {"server": f"https://127.0.0.1:{HOST_PORT}", "context": "my-vcluster"}
+        config = yaml.safe_dump(vcluster_kubeconfig({"exportKubeConfig": export}))
+        self.kubectl.expect(
+            "get", "secret", f"vc-{name}", "-n", f"vcluster-{name}", "-o", "jsonpath={.data.config}",
+            flags=["--kubeconfig", str(admin), "--context", context], stdout=base64.b64encode(config.encode()).decode(),
+        )  # fmt: skip
+        self.kubectl.expect(
+            "get", "--raw", "/readyz", flags=["--kubeconfig", str(vcluster), "--request-timeout=5s"], stdout="ok\n"
+        )
 
     def argvs(self) -> list[list[str]]:
         return [[call["tool"], *call["argv"]] for call in self.calls()]
 
     def forget_calls(self) -> None:
         (self.folder / "calls.jsonl").unlink(missing_ok=True)
+        if self.kubectl is not None:
+            self.kubectl.forget_calls()
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         env = {
@@ -72,20 +98,25 @@ class World:
         return subprocess.run([CLI, *args], cwd=self.cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def make_world(tmp_path: Path, tools: tuple[str, ...] = ("docker", "kind", "helm", "kubectl")) -> World:
-    world = World(tmp_path / "work", tmp_path / "bin", tmp_path / "fake")
+def make_world(
+    tmp_path: Path, tools: tuple[str, ...] = ("docker", "kind", "helm"), kubectl: FakeKubectl | None = None
+) -> World:
+    """A world whose PATH has these stand-ins, and the fake kubectl if given."""
+    world = World(tmp_path / "work", tmp_path / "bin", tmp_path / "fake", kubectl)
     for folder in (world.cwd, world.bin, world.folder, world.cwd / "home"):
         folder.mkdir(parents=True)
     for tool in tools:
         script = world.bin / tool
         script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" {tool} "$@"\n')
         script.chmod(0o755)
+    if kubectl is not None:
+        (world.bin / "kubectl").symlink_to(kubectl.path)
     return world
 
 
 @pytest.fixture
-def world(tmp_path) -> World:
-    return make_world(tmp_path)
+def world(tmp_path, fake_kubectl) -> World:
+    return make_world(tmp_path, kubectl=fake_kubectl)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -133,8 +164,8 @@ def test_up_without_kind_names_it(tmp_path):
     assert not (world.cwd / ".playbooks").exists()
 
 
-def test_up_vcluster_without_helm_refuses_before_creating_anything(tmp_path):
-    world = make_world(tmp_path, tools=("docker", "kind", "kubectl"))
+def test_up_vcluster_without_helm_refuses_before_creating_anything(tmp_path, fake_kubectl):
+    world = make_world(tmp_path, tools=("docker", "kind"), kubectl=fake_kubectl)
     line = one_error_line(world.run("cluster.up", "--vcluster"))
     assert "not on PATH: helm" in line
     assert [argv[:2] for argv in world.argvs()] == [["docker", "info"]]
@@ -204,6 +235,7 @@ def test_name_and_image_flags_win_over_the_configuration(world):
 
 
 def test_up_vcluster_installs_the_pinned_chart_and_writes_a_kubeconfig_that_reaches_it(world):
+    world.expect_vcluster(world.kind_kubeconfig, world.vcluster_kubeconfig)
     result = world.run("cluster.up", "--vcluster")
     assert result.returncode == 0, result.stderr
     calls = world.calls()
@@ -271,6 +303,7 @@ def test_down_without_kind_on_path_exits_0(tmp_path):
 
 
 def test_down_deletes_the_cluster_and_the_kubeconfigs_up_wrote(world):
+    world.expect_vcluster(world.kind_kubeconfig, world.vcluster_kubeconfig)
     assert world.run("cluster.up", "--vcluster").returncode == 0
     assert world.vcluster_kubeconfig.exists()
     world.forget_calls()
@@ -415,6 +448,7 @@ def test_kind_provider_installs_a_vcluster_per_worker_on_its_own_node_port(on_fa
     world = on_fake_path
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
     admin = provider.kind_cluster(FakeTmpPathFactory(tmp_path / "run" / "popen-gw3"), "gw3", keep=True)
+    world.expect_vcluster(admin, admin.parent / "vc-gw3.kubeconfig", "vc-gw3", context="kind-datalab-playbooks-e2e")
     path = provider.install_vcluster(admin, "vc-gw3", "vcluster-vc-gw3")
     helm = next(call for call in world.calls() if call["tool"] == "helm")
     assert helm["argv"][:4] == ["upgrade", "--install", "vc-gw3", "vcluster"]
