@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from playbooks.cluster import kind_config, point_kubeconfig, vcluster_values
-from playbooks.defaults import DEFAULTS
+from playbooks.defaults import DEFAULTS, KIND_NODE_IMAGE, KIND_VERSION, VCLUSTER_CHART_VERSION
 from tests.conftest import QUIET_ENV
 from tests.fakes.cluster_tools import vcluster_kubeconfig
 from tests.fakes.kubectl import FakeKubectl
@@ -30,7 +31,7 @@ CLI = str(Path(sys.executable).parent / "playbooks")
 FAKE = Path(__file__).resolve().parent / "fakes" / "cluster_tools.py"
 CFG = DEFAULTS["cluster"]
 NAME = "datalab-playbooks"
-IMAGE = "kindest/node:v1.36.4"
+IMAGE = KIND_NODE_IMAGE
 HOST_PORT = 40123
 
 
@@ -222,7 +223,9 @@ def test_another_kind_release_gets_a_note_not_a_failure(world):
     world.set_state(kind_version="kind v0.31.0 go1.25.5 linux/amd64")
     result = world.run("cluster.up")
     assert result.returncode == 0, result.stderr
-    assert f"note: this is kind v0.31.0; {IMAGE} was picked from the images built for kind v0.33.0" in result.stdout
+    assert (
+        f"note: this is kind v0.31.0; {IMAGE} was picked from the images built for kind {KIND_VERSION}" in result.stdout
+    )
 
 
 def test_name_and_image_flags_win_over_the_configuration(world):
@@ -251,7 +254,7 @@ def test_up_vcluster_installs_the_pinned_chart_and_writes_a_kubeconfig_that_reac
         ["docker", "port", f"{NAME}-control-plane", "31443/tcp"],
         [
             "helm", "upgrade", "--install", "my-vcluster", "vcluster",
-            "--repo", "https://charts.loft.sh", "--version", "0.37.1",
+            "--repo", "https://charts.loft.sh", "--version", VCLUSTER_CHART_VERSION,
             "--namespace", "vcluster-my-vcluster", "--create-namespace", "--values", values_path,
             "--wait", "--timeout", "600s", "--kubeconfig", admin, "--kube-context", f"kind-{NAME}",
         ],
@@ -271,7 +274,10 @@ def test_up_vcluster_installs_the_pinned_chart_and_writes_a_kubeconfig_that_reac
     assert config["current-context"] == "my-vcluster"
     assert [c["cluster"]["server"] for c in config["clusters"]] == [f"https://127.0.0.1:{HOST_PORT}"]
     assert stat.S_IMODE(os.stat(world.vcluster_kubeconfig).st_mode) == 0o600
-    assert "vcluster my-vcluster: ready in namespace vcluster-my-vcluster (chart vcluster 0.37.1)" in result.stdout
+    assert (
+        f"vcluster my-vcluster: ready in namespace vcluster-my-vcluster (chart vcluster {VCLUSTER_CHART_VERSION})"
+        in result.stdout
+    )
     assert f"use the vCluster:  export KUBECONFIG={world.vcluster_kubeconfig}" in result.stdout
     assert 'helm: Release "my-vcluster" does not exist. Installing it now.' in result.stdout
 
@@ -364,8 +370,10 @@ def test_kind_config_maps_every_node_port_to_loopback_with_a_port_kind_picks():
 
 
 def test_defaults_pin_exact_versions():
-    assert CFG["node_image"] == IMAGE and "@" not in CFG["node_image"]
-    assert CFG["vcluster"]["chart_version"] == "0.37.1"
+    # Exact releases: a tag, not a digest (kind's release notes list both) or a range.
+    assert re.fullmatch(r"kindest/node:v\d+\.\d+\.\d+", CFG["node_image"]), CFG["node_image"]
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", CFG["kind_version"]), CFG["kind_version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", CFG["vcluster"]["chart_version"]), CFG["vcluster"]["chart_version"]
     assert CFG["vcluster"]["repo_url"] == "https://charts.loft.sh"
     values = vcluster_values(31443, "https://127.0.0.1:1", "my-vcluster")
     # Fake nodes, as in a Datalab (they carry vcluster.loft.sh/fake-node=true).

@@ -32,7 +32,7 @@ from playbooks.chart_files import (
     ignored,
     parse_rules,
 )
-from playbooks.defaults import DEFAULTS
+from playbooks.defaults import DEFAULTS, GATEWAY_VERSION
 from playbooks.gateway_check import run_check, versions_line
 from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
@@ -62,7 +62,8 @@ LIST = [
     "--superseded",
 ]
 TMP_VALUES = re.compile(r"^.+/playbooks-helm-[^/]+/overrides\.yaml$")
-DEPLOYED = {"name": "dask-gateway", "status": "deployed", "chart": "dask-gateway-2026.3.0", "revision": "3"}
+TRAEFIK_TAG = DEFAULTS["gateway"]["traefik_image"].rpartition(":")[2]
+DEPLOYED = {"name": "dask-gateway", "status": "deployed", "chart": f"dask-gateway-{GATEWAY_VERSION}", "revision": "3"}
 KNOWN_PASSWORD = "kn0wn-Gateway-pa55word-for-the-tests"
 
 
@@ -79,10 +80,10 @@ def test_values_file_and_overrides_make_the_chart_values():
     assert gw["auth"]["type"] == "simple"
     assert "simple" not in gw["auth"], "the chart would copy a password into a ConfigMap"
     pull = {"pullPolicy": "IfNotPresent"}  # nodes that cannot pull use what they have
-    assert gw["image"] == {"name": "ghcr.io/dask/dask-gateway-server", "tag": "2026.3.0", **pull}
+    assert gw["image"] == {"name": "ghcr.io/dask/dask-gateway-server", "tag": GATEWAY_VERSION, **pull}
     assert values["controller"]["image"] == gw["image"]
-    assert gw["backend"]["image"] == {"name": "ghcr.io/dask/dask-gateway", "tag": "2026.3.0", **pull}
-    assert values["traefik"]["image"] == {"name": "docker.io/traefik", "tag": "3.3.5", **pull}
+    assert gw["backend"]["image"] == {"name": "ghcr.io/dask/dask-gateway", "tag": GATEWAY_VERSION, **pull}
+    assert values["traefik"]["image"] == {"name": "docker.io/traefik", "tag": TRAEFIK_TAG, **pull}
     assert values["traefik"]["service"]["type"] == "ClusterIP"
     assert gw["env"] == [
         {
@@ -115,12 +116,16 @@ def test_overrides_follow_configuration():
         {
             "gateway": {
                 "worker": {"memory": {"request": "2G", "limit": "2G"}},
-                "traefik_image": "mirror.local/traefik:3.3.5",
+                "traefik_image": f"mirror.local/traefik:{TRAEFIK_TAG}",
             }
         }
     )
     assert changed["gateway"]["backend"]["worker"]["memory"] == {"request": "2G", "limit": "2G"}
-    assert changed["traefik"]["image"] == {"name": "mirror.local/traefik", "tag": "3.3.5", "pullPolicy": "IfNotPresent"}
+    assert changed["traefik"]["image"] == {
+        "name": "mirror.local/traefik",
+        "tag": TRAEFIK_TAG,
+        "pullPolicy": "IfNotPresent",
+    }
 
 
 def test_no_password_in_the_values_only_a_digest_that_changes_with_it():
@@ -199,11 +204,11 @@ def cfg():
 
 def test_chart_sources(tmp_path):
     assert gateway.chart_source("dask/dask-gateway", cfg()) == gateway.ChartSource(
-        "repo", "dask/dask-gateway", "2026.3.0", ("dask", "https://helm.dask.org")
+        "repo", "dask/dask-gateway", GATEWAY_VERSION, ("dask", "https://helm.dask.org")
     )
     oci = gateway.chart_source("oci://registry.example/charts/dask-gateway", cfg())
-    assert oci.argv() == ["oci://registry.example/charts/dask-gateway", "--version", "2026.3.0"]
-    (tmp_path / "Chart.yaml").write_text("name: dask-gateway\nversion: 2026.3.0\n")
+    assert oci.argv() == ["oci://registry.example/charts/dask-gateway", "--version", GATEWAY_VERSION]
+    (tmp_path / "Chart.yaml").write_text(f"name: dask-gateway\nversion: {GATEWAY_VERSION}\n")
     local = gateway.chart_source(str(tmp_path), cfg())
     assert local.kind == "local" and local.argv() == [str(tmp_path)]
     assert gateway.chart_source("mirror/dask-gateway", cfg()).repo is None
@@ -226,9 +231,9 @@ def test_bad_chart_is_refused_with_the_fix(chart, message):
 
 def test_upgrade_and_uninstall_argv_exactly():
     helm = Helm(target("vcluster"))
-    chart = gateway.ChartSource("repo", "dask/dask-gateway", "2026.3.0").argv()
+    chart = gateway.ChartSource("repo", "dask/dask-gateway", GATEWAY_VERSION).argv()
     assert helm.argv(*helm.upgrade_argv("dask-gateway", chart, [VALUES, "/tmp/x/overrides.yaml"], 600)) == [
-        "helm", "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
+        "helm", "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", GATEWAY_VERSION,
         "--values", VALUES, "--values", "/tmp/x/overrides.yaml", "--wait", "--timeout", "600s", *HELM_FLAGS,
     ]  # fmt: skip
     assert helm.argv(*helm.uninstall_argv("dask-gateway", 120)) == [
@@ -396,16 +401,16 @@ def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, 
         ["version", "--short"],
         ["repo", "list", "-o", "json"],
         ["repo", "add", "dask", "https://helm.dask.org"],
-        ["search", "repo", "dask/dask-gateway", "--version", "2026.3.0", "-o", "json"],
+        ["search", "repo", "dask/dask-gateway", "--version", GATEWAY_VERSION, "-o", "json"],
         [*LIST, *HELM_FLAGS],
         # The chart is read (its CRDs) before any write: a missing version stops here.
-        ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
+        ["show", "crds", "dask/dask-gateway", "--version", GATEWAY_VERSION],
     ]
     upgrade = argvs[6]
     temp = upgrade[9]
     assert TMP_VALUES.match(temp)
     assert upgrade == [
-        "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
+        "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", GATEWAY_VERSION,
         "--values", VALUES, "--values", temp, "--wait", "--timeout", "600s", *HELM_FLAGS,
     ]  # fmt: skip
     assert len(argvs) == 7
@@ -435,10 +440,10 @@ def test_upgrade_applies_the_crds_server_side_before_helm_upgrade(fakes, in_mode
     assert fakes.helm.argvs()[:6] == [
         ["version", "--short"],
         ["repo", "list", "-o", "json"],
-        ["search", "repo", "dask/dask-gateway", "--version", "2026.3.0", "-o", "json"],
+        ["search", "repo", "dask/dask-gateway", "--version", GATEWAY_VERSION, "-o", "json"],
         [*LIST, *HELM_FLAGS],
         ["get", "values", "dask-gateway", "-o", "json", *HELM_FLAGS],
-        ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
+        ["show", "crds", "dask/dask-gateway", "--version", GATEWAY_VERSION],
     ]
     secret_apply, crd_apply = fakes.applies()
     upgrade = next(c for c in fakes.helm.calls() if c["argv"][0] == "upgrade")
@@ -478,7 +483,7 @@ def test_unchanged_release_is_not_upgraded(fakes, in_mode, history, capsys):
 def small_chart(folder: Path) -> Path:
     chart = folder / "dask-gateway"
     (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n")
+    (chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: dask-gateway\nversion: {GATEWAY_VERSION}\n")
     (chart / "templates" / "a.yaml").write_text("kind: ConfigMap\n")
     return chart
 
@@ -503,7 +508,9 @@ def test_local_chart_directory_needs_no_repository(fakes, in_mode, tmp_path):
         "--values",
         upgrade[7],
     ]
-    description = f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+    description = (
+        f"datalab-playbooks: local chart dask-gateway {GATEWAY_VERSION}, chart files sha256:{chart_digest(chart)}"
+    )
     assert upgrade[8:] == ["--wait", "--timeout", "300s", "--description", description, *HELM_FLAGS]
 
 
@@ -526,7 +533,7 @@ def test_local_chart_is_left_alone_until_a_file_changes(fakes, in_mode, history,
     digest = chart_digest(chart)
     out = capsys.readouterr().out
     assert (
-        f"release dask-gateway-2026.3.0 already deployed from the same chart files (sha256:{digest[:12]}…) with these values; no change"
+        f"release dask-gateway-{GATEWAY_VERSION} already deployed from the same chart files (sha256:{digest[:12]}…) with these values; no change"
         in out
     )
 
@@ -543,7 +550,7 @@ def test_switching_between_a_local_chart_and_the_repository_chart_upgrades(fakes
     chart = small_chart(tmp_path)
     values = merge_values(gateway.file_values(), extra())
     local_description = (
-        f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+        f"datalab-playbooks: local chart dask-gateway {GATEWAY_VERSION}, chart files sha256:{chart_digest(chart)}"
     )
     fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=values, description=local_description)
     fakes.install(password=KNOWN_PASSWORD)
@@ -624,7 +631,7 @@ def tricky_chart(folder: Path) -> Path:
     chart = folder / "dask-gateway"
     files = {
         ".helmignore": "# comment\n*.bak\ndocs/\n/top.txt\nsub/*.tmp\n.git/\n",
-        "Chart.yaml": "apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n",
+        "Chart.yaml": f"apiVersion: v2\nname: dask-gateway\nversion: {GATEWAY_VERSION}\n",
         "values.yaml": "a: 1\n",
         "templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
         "templates/.hidden.yaml": "ignored by helm's default rule\n",
@@ -658,7 +665,7 @@ def test_chart_files_are_the_files_helm_packages(tmp_path):
         pytest.skip("helm is not installed: run scripts/setup.sh")
     chart = tricky_chart(tmp_path / "src")
     subprocess.run([helm, "package", str(chart), "-d", str(tmp_path)], check=True, capture_output=True, timeout=60)
-    with tarfile.open(tmp_path / "dask-gateway-2026.3.0.tgz") as archive:
+    with tarfile.open(tmp_path / f"dask-gateway-{GATEWAY_VERSION}.tgz") as archive:
         packaged = sorted(m.name.removeprefix("dask-gateway/") for m in archive.getmembers() if m.isfile())
     assert packaged == sorted(chart_files(chart))
 
@@ -696,7 +703,7 @@ def test_unreadable_chart_is_one_line(tmp_path):
 
 
 def test_chart_digest_of_an_archive_is_of_its_bytes(tmp_path):
-    archive = tmp_path / "dask-gateway-2026.3.0.tgz"
+    archive = tmp_path / f"dask-gateway-{GATEWAY_VERSION}.tgz"
     archive.write_bytes(b"one")
     first = chart_digest(archive)
     archive.write_bytes(b"two")
@@ -711,9 +718,9 @@ def test_oci_reference_needs_no_repository(fakes, in_mode):
     gateway.up(fakes.context(), chart=ref)
     argvs = fakes.helm.argvs()
     assert not any(a[0] in ("repo", "search") for a in argvs)
-    assert ["show", "crds", ref, "--version", "2026.3.0"] in argvs
+    assert ["show", "crds", ref, "--version", GATEWAY_VERSION] in argvs
     upgrade = next(a for a in argvs if a[0] == "upgrade")
-    assert upgrade[:6] == ["upgrade", "--install", "dask-gateway", ref, "--version", "2026.3.0"]
+    assert upgrade[:6] == ["upgrade", "--install", "dask-gateway", ref, "--version", GATEWAY_VERSION]
 
 
 def test_dry_run_prints_argv_and_values_and_changes_nothing(fakes, in_mode, capsys):
@@ -726,7 +733,7 @@ def test_dry_run_prints_argv_and_values_and_changes_nothing(fakes, in_mode, caps
     helm = fakes.helm.path
     assert f"$ {helm} repo add dask https://helm.dask.org" in out
     assert (
-        f"$ {helm} upgrade --install dask-gateway dask/dask-gateway --version 2026.3.0 --values {VALUES} "
+        f"$ {helm} upgrade --install dask-gateway dask/dask-gateway --version {GATEWAY_VERSION} --values {VALUES} "
         f"--values OVERRIDES.yaml --wait --timeout 600s {' '.join(HELM_FLAGS)}"
     ) in out
     assert "type: ClusterIP" in out and "secretKeyRef" in out
@@ -882,7 +889,7 @@ def test_status_prints_the_password_only_when_asked(fakes, in_mode, capsys):
     fakes.password(KNOWN_PASSWORD)
     gateway.status(fakes.context())
     out = capsys.readouterr().out
-    assert "release deployed, chart dask-gateway-2026.3.0, revision 3" in out
+    assert f"release deployed, chart dask-gateway-{GATEWAY_VERSION}, revision 3" in out
     assert "1/1 pods ready" in out
     assert KNOWN_PASSWORD not in out and "--show-password" in out
     gateway.status(fakes.context(), show_password=True)
@@ -917,7 +924,7 @@ def _leftover_pids(folder: Path) -> list[int]:
 def start_gateway(folder: Path, password: str | None):
     """A real dask-gateway-server: local-process backend, simple auth, every port on 127.0.0.1."""
     pytest.importorskip(
-        "dask_gateway_server", reason="dask-gateway-server[local]==2026.3.0 (test extra) is not installed"
+        "dask_gateway_server", reason=f"dask-gateway-server[local]=={GATEWAY_VERSION} (test extra) is not installed"
     )
     port = free_port()
     clusters = folder / "clusters"

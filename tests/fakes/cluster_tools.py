@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from playbooks.defaults import KIND_VERSION
+
 DOCKER_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 
 
@@ -95,7 +97,7 @@ def kind(argv: list[str], state: dict, stdin: str | None) -> int:
     clusters = state.setdefault("clusters", [])
     name = flag(argv, "--name") or "kind"
     if argv[:1] == ["version"]:
-        print(state.get("kind_version", "kind v0.33.0 go1.25.3 linux/amd64"))
+        print(state.get("kind_version", f"kind {KIND_VERSION} go1.25.3 linux/amd64"))
         return 0
     if state.get("docker_down"):
         return fail(
