@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -61,6 +63,52 @@ def pytest_runtest_call(item):
     if fake is not None:
         fake.check()
     return result
+
+
+# ---------------------------------------------------------------- local mode: a working directory and its processes
+
+
+def state(workdir: Path, service: str, name: str | None = None) -> dict:
+    """The record local mode keeps of a running service (pid, ports, ...)."""
+    return json.loads((workdir / ".playbooks" / "local" / service / f"{name or service}.json").read_text())
+
+
+def gone(pid: int) -> bool:
+    """Whether the process has exited (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Live processes whose working directory is in folder (the services and whatever they started)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [pid for pid in found if not gone(pid)]
+
+
+def kill_leftovers(workdir: Path) -> None:
+    """Whatever a failed test left running: the recorded processes' groups, then whatever runs in workdir."""
+    pids = [json.loads(p.read_text()).get("pid") for p in (workdir / ".playbooks" / "local").glob("*/*.json")]
+    for pid in [p for p in pids if isinstance(p, int)] + processes_under(workdir):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """The working directory of a local-mode run; whatever it left running is killed after the test."""
+    yield tmp_path
+    kill_leftovers(tmp_path)
 
 
 def tool(name: str) -> str:
