@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
+from tests.fakes.kubectl import FakeKubectl
 
 BIN = Path(sys.executable).parent
 # Tools that scripts/setup.sh put in the virtual environment (helm, kubectl) come first.
@@ -44,6 +47,78 @@ def one_error_line(result, fragments: tuple[str, ...] = ()) -> str:
 def _no_telemetry(monkeypatch):
     for key, value in QUIET_ENV.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path) -> FakeKubectl:
+    """The strict fake kubectl (tests/fakes/kubectl.py): script each call the test expects; any other fails the test."""
+    return FakeKubectl(tmp_path / "fake-kubectl")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A call the fake kubectl did not expect fails the test, even when the code under test swallowed its error."""
+    result = yield
+    fake = getattr(item, "funcargs", {}).get("fake_kubectl")
+    if fake is not None:
+        fake.check()
+    return result
+
+
+# ---------------------------------------------------------------- local mode: a working directory and its processes
+
+
+def state(workdir: Path, service: str, name: str | None = None) -> dict:
+    """The record local mode keeps of a running service (pid, ports, ...)."""
+    return json.loads((workdir / ".playbooks" / "local" / service / f"{name or service}.json").read_text())
+
+
+def gone(pid: int) -> bool:
+    """Whether the process has exited (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Live processes whose working directory is in folder (the services and whatever they started)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [pid for pid in found if not gone(pid)]
+
+
+def kill_leftovers(workdir: Path) -> None:
+    """Whatever a failed test left running: the recorded processes' groups, the processes that carry
+    the state folder's marker, then whatever runs in workdir."""
+    from playbooks.procs import marked
+
+    root = workdir / ".playbooks" / "local"
+    pids = []
+    for path in root.glob("*/*.json"):
+        try:
+            pids.append(json.loads(path.read_text()).get("pid"))
+        except (OSError, ValueError, AttributeError):
+            continue  # a state file a test damaged on purpose
+    pids += list(marked(root.resolve()))
+    for pid in [p for p in pids if isinstance(p, int)] + processes_under(workdir):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """The working directory of a local-mode run; whatever it left running is killed after the test."""
+    yield tmp_path
+    kill_leftovers(tmp_path)
 
 
 def tool(name: str) -> str:

@@ -1,13 +1,16 @@
-"""cluster.up / cluster.down as a developer runs them (`invoke` in a checkout, in a subprocess), with a PATH that
-holds only stand-ins for docker, kind, helm and kubectl (tests/fake_cluster_tools.py): the
-stand-ins record their argv and answer as the real tools do, so the tasks' logic runs end to
-end without a Docker engine, and the exact commands are checked.
+"""cluster.up / cluster.down as a developer runs them (`invoke` in a checkout, in a subprocess), with
+a PATH that holds only stand-ins for docker, kind and helm (tests/fakes/cluster_tools.py) and the
+strict fake kubectl (tests/fakes/kubectl.py): the stand-ins record their argv and answer as the
+real tools do, so the tasks' logic runs end to end without a Docker engine, and the exact commands
+are checked.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -18,15 +21,24 @@ import pytest
 import yaml
 
 from devtools.cluster import DEFAULTS as CFG
-from devtools.cluster import kind_config, point_kubeconfig, vcluster_values
+from devtools.cluster import (
+    KIND_NODE_IMAGE,
+    KIND_VERSION,
+    VCLUSTER_CHART_VERSION,
+    kind_config,
+    point_kubeconfig,
+    vcluster_values,
+)
 from tests.conftest import QUIET_ENV
+from tests.fakes.cluster_tools import vcluster_kubeconfig
+from tests.fakes.kubectl import FakeKubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 # The checkout's tasks.py, from the world's own working directory.
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
-FAKE = Path(__file__).resolve().parent / "fake_cluster_tools.py"
+FAKE = Path(__file__).resolve().parent / "fakes" / "cluster_tools.py"
 NAME = "datalab-playbooks"
-IMAGE = "kindest/node:v1.36.4"
+IMAGE = KIND_NODE_IMAGE
 HOST_PORT = 40123
 
 
@@ -37,6 +49,7 @@ class World:
     cwd: Path
     bin: Path
     folder: Path
+    kubectl: FakeKubectl | None = None
 
     @property
     def kind_kubeconfig(self) -> Path:
@@ -50,14 +63,35 @@ class World:
         (self.folder / "state.json").write_text(json.dumps(state))
 
     def calls(self) -> list[dict]:
+        """Every tool's calls, in the order they were made."""
         path = self.folder / "calls.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        calls = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if self.kubectl is not None:
+            calls += [
+                {"tool": "kubectl", "argv": c.argv, "stdin": c.stdin, "time": c.time} for c in self.kubectl.calls()
+            ]
+        return sorted(calls, key=lambda call: call["time"])
+
+    def expect_vcluster(self, admin: Path, vcluster: Path, name: str = "my-vcluster", context: str = f"kind-{NAME}"):
+        """The kubectl calls after the vcluster chart's install: its Secret (the kubeconfig the vCluster
+        exported for the host, as the values ask), then the API's /readyz through the written kubeconfig."""
+        export = {"server": f"https://127.0.0.1:{HOST_PORT}", "context": "my-vcluster"}
+        config = yaml.safe_dump(vcluster_kubeconfig({"exportKubeConfig": export}))
+        self.kubectl.expect(
+            "get", "secret", f"vc-{name}", "-n", f"vcluster-{name}", "-o", "jsonpath={.data.config}",
+            flags=["--kubeconfig", str(admin), "--context", context], stdout=base64.b64encode(config.encode()).decode(),
+        )  # fmt: skip
+        self.kubectl.expect(
+            "get", "--raw", "/readyz", flags=["--kubeconfig", str(vcluster), "--request-timeout=5s"], stdout="ok\n"
+        )
 
     def argvs(self) -> list[list[str]]:
         return [[call["tool"], *call["argv"]] for call in self.calls()]
 
     def forget_calls(self) -> None:
         (self.folder / "calls.jsonl").unlink(missing_ok=True)
+        if self.kubectl is not None:
+            self.kubectl.forget_calls()
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         env = {
@@ -72,20 +106,25 @@ class World:
         return subprocess.run([*INVOKE, *args], cwd=self.cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def make_world(tmp_path: Path, tools: tuple[str, ...] = ("docker", "kind", "helm", "kubectl")) -> World:
-    world = World(tmp_path / "work", tmp_path / "bin", tmp_path / "fake")
+def make_world(
+    tmp_path: Path, tools: tuple[str, ...] = ("docker", "kind", "helm"), kubectl: FakeKubectl | None = None
+) -> World:
+    """A world whose PATH has these stand-ins, and the fake kubectl if given."""
+    world = World(tmp_path / "work", tmp_path / "bin", tmp_path / "fake", kubectl)
     for folder in (world.cwd, world.bin, world.folder, world.cwd / "home"):
         folder.mkdir(parents=True)
     for tool in tools:
         script = world.bin / tool
         script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" {tool} "$@"\n')
         script.chmod(0o755)
+    if kubectl is not None:
+        (world.bin / "kubectl").symlink_to(kubectl.path)
     return world
 
 
 @pytest.fixture
-def world(tmp_path) -> World:
-    return make_world(tmp_path)
+def world(tmp_path, fake_kubectl) -> World:
+    return make_world(tmp_path, kubectl=fake_kubectl)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -133,8 +172,8 @@ def test_up_without_kind_names_it(tmp_path):
     assert not (world.cwd / ".playbooks").exists()
 
 
-def test_up_vcluster_without_helm_refuses_before_creating_anything(tmp_path):
-    world = make_world(tmp_path, tools=("docker", "kind", "kubectl"))
+def test_up_vcluster_without_helm_refuses_before_creating_anything(tmp_path, fake_kubectl):
+    world = make_world(tmp_path, tools=("docker", "kind"), kubectl=fake_kubectl)
     line = one_error_line(world.run("cluster.up", "--vcluster"))
     assert "not on PATH: helm" in line
     assert [argv[:2] for argv in world.argvs()] == [["docker", "info"]]
@@ -204,7 +243,9 @@ def test_another_kind_release_gets_a_note_not_a_failure(world):
     world.set_state(kind_version="kind v0.31.0 go1.25.5 linux/amd64")
     result = world.run("cluster.up")
     assert result.returncode == 0, result.stderr
-    assert f"note: this is kind v0.31.0; {IMAGE} was picked from the images built for kind v0.33.0" in result.stdout
+    assert (
+        f"note: this is kind v0.31.0; {IMAGE} was picked from the images built for kind {KIND_VERSION}" in result.stdout
+    )
 
 
 def test_name_and_image_flags_win_over_the_configuration(world):
@@ -217,6 +258,7 @@ def test_name_and_image_flags_win_over_the_configuration(world):
 
 
 def test_up_vcluster_installs_the_pinned_chart_and_writes_a_kubeconfig_that_reaches_it(world):
+    world.expect_vcluster(world.kind_kubeconfig, world.vcluster_kubeconfig)
     result = world.run("cluster.up", "--vcluster")
     assert result.returncode == 0, result.stderr
     calls = world.calls()
@@ -232,7 +274,7 @@ def test_up_vcluster_installs_the_pinned_chart_and_writes_a_kubeconfig_that_reac
         ["docker", "port", f"{NAME}-control-plane", "31443/tcp"],
         [
             "helm", "upgrade", "--install", "my-vcluster", "vcluster",
-            "--repo", "https://charts.loft.sh", "--version", "0.37.1",
+            "--repo", "https://charts.loft.sh", "--version", VCLUSTER_CHART_VERSION,
             "--namespace", "vcluster-my-vcluster", "--create-namespace", "--values", values_path,
             "--wait", "--timeout", "600s", "--kubeconfig", admin, "--kube-context", f"kind-{NAME}",
         ],
@@ -252,7 +294,10 @@ def test_up_vcluster_installs_the_pinned_chart_and_writes_a_kubeconfig_that_reac
     assert config["current-context"] == "my-vcluster"
     assert [c["cluster"]["server"] for c in config["clusters"]] == [f"https://127.0.0.1:{HOST_PORT}"]
     assert stat.S_IMODE(os.stat(world.vcluster_kubeconfig).st_mode) == 0o600
-    assert "vcluster my-vcluster: ready in namespace vcluster-my-vcluster (chart vcluster 0.37.1)" in result.stdout
+    assert (
+        f"vcluster my-vcluster: ready in namespace vcluster-my-vcluster (chart vcluster {VCLUSTER_CHART_VERSION})"
+        in result.stdout
+    )
     assert f"use the vCluster:  export KUBECONFIG={world.vcluster_kubeconfig}" in result.stdout
     assert 'helm: Release "my-vcluster" does not exist. Installing it now.' in result.stdout
 
@@ -284,6 +329,7 @@ def test_down_without_kind_on_path_exits_0(tmp_path):
 
 
 def test_down_deletes_the_cluster_and_the_kubeconfigs_up_wrote(world):
+    world.expect_vcluster(world.kind_kubeconfig, world.vcluster_kubeconfig)
     assert world.run("cluster.up", "--vcluster").returncode == 0
     assert world.vcluster_kubeconfig.exists()
     world.forget_calls()
@@ -344,8 +390,10 @@ def test_kind_config_maps_every_node_port_to_loopback_with_a_port_kind_picks():
 
 
 def test_defaults_pin_exact_versions():
-    assert CFG["node_image"] == IMAGE and "@" not in CFG["node_image"]
-    assert CFG["vcluster"]["chart_version"] == "0.37.1"
+    # Exact releases: a tag, not a digest (kind's release notes list both) or a range.
+    assert re.fullmatch(r"kindest/node:v\d+\.\d+\.\d+", CFG["node_image"]), CFG["node_image"]
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", CFG["kind_version"]), CFG["kind_version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", CFG["vcluster"]["chart_version"]), CFG["vcluster"]["chart_version"]
     assert CFG["vcluster"]["repo_url"] == "https://charts.loft.sh"
     values = vcluster_values(31443, "https://127.0.0.1:1", "my-vcluster")
     # Fake nodes, as in a Datalab (they carry vcluster.loft.sh/fake-node=true).
@@ -428,6 +476,7 @@ def test_kind_provider_installs_a_vcluster_per_worker_on_its_own_node_port(on_fa
     world = on_fake_path
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
     admin = provider.kind_cluster(FakeTmpPathFactory(tmp_path / "run" / "popen-gw3"), "gw3", keep=True)
+    world.expect_vcluster(admin, admin.parent / "vc-gw3.kubeconfig", "vc-gw3", context="kind-datalab-playbooks-e2e")
     path = provider.install_vcluster(admin, "vc-gw3", "vcluster-vc-gw3")
     helm = next(call for call in world.calls() if call["tool"] == "helm")
     assert helm["argv"][:4] == ["upgrade", "--install", "vc-gw3", "vcluster"]

@@ -21,6 +21,7 @@ from playbooks.dask_check import (
     version_problem,
     version_summary,
 )
+from playbooks.defaults import DASK_VERSION
 from playbooks.errors import PlaybookError
 from playbooks.procs import free_port, http_ok, start, stop_group, tcp_ok, wait_until
 from playbooks.report import Report, Step
@@ -91,7 +92,7 @@ def test_check_passes_against_a_real_cluster(dask_cluster):
     details = {s.name: s.detail for s in report.steps}
     assert details["connect"] == dask_cluster.address
     assert details["workers"] == "1 worker(s), 1 thread(s)"
-    assert details["versions"].startswith("dask 2026.8.0, distributed 2026.8.0, python ")
+    assert details["versions"].startswith(f"dask {DASK_VERSION}, distributed {DASK_VERSION}, python ")
     assert details["sum job"] == "sum(range(101)) = 5050"
     assert "1000000" in details["array sum"]
     assert report.render().startswith("dask-local: PASS in ")
@@ -176,9 +177,9 @@ def test_the_core_install_brings_numpy_for_the_array_step():
     from importlib.metadata import metadata
 
     core = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert "dask[array,distributed]==2026.8.0" in core
+    assert f"dask[array,distributed]=={DASK_VERSION}" in core
     dask = metadata("dask")
-    assert dask["Version"] == "2026.8.0" and {"array", "distributed"} <= set(dask.get_all("Provides-Extra"))
+    assert dask["Version"] == DASK_VERSION and {"array", "distributed"} <= set(dask.get_all("Provides-Extra"))
     assert any(r.startswith("numpy") and 'extra == "array"' in r for r in dask.get_all("Requires-Dist"))
 
 
@@ -205,7 +206,7 @@ def test_version_mismatch_is_one_line_naming_the_versions(dask_cluster):
     skewed["scheduler"]["packages"]["distributed"] = "2026.3.0"
     problem = version_problem(skewed)
     assert problem == (
-        "version mismatch: distributed client 2026.8.0, scheduler 2026.3.0, workers 2026.3.0: "
+        f"version mismatch: distributed client {DASK_VERSION}, scheduler 2026.3.0, workers 2026.3.0: "
         "pin the client to the image's release (dask.image) or change the image"
     )
     assert "\n" not in problem

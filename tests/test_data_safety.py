@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUIET_ENV
-from tests.test_secret_scan import Runner, kill_leftovers, processes_under, state
+from tests.conftest import QUIET_ENV, processes_under, state
+from tests.test_secret_scan import Runner
 
 pytestmark = pytest.mark.slow
 CLIENT_ENV = {
@@ -17,12 +17,6 @@ CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    yield tmp_path
-    kill_leftovers(tmp_path)
 
 
 @pytest.fixture(autouse=True)

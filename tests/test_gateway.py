@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 from invoke import Context
 from invoke.exceptions import Exit
 
@@ -32,13 +33,15 @@ from playbooks.chart_files import (
     ignored,
     parse_rules,
 )
-from playbooks.defaults import DEFAULTS
+from playbooks.defaults import DEFAULTS, GATEWAY_VERSION
 from playbooks.gateway_check import run_check, versions_line
 from playbooks.helm import Helm, merge_values, parse_version, redact_values, values_file
 from playbooks.procs import free_port, http_ok, start, stop_group, wait_until
 from playbooks.render import REDACTED, common_labels, manifests_dir
 from playbooks.services import gateway, gateway_chart
 from tests.conftest import QUIET_ENV, tool
+from tests.fakes.helm import FakeHelm
+from tests.fakes.kubectl import FakeKubectl, client_version, kube_list
 from tests.manifests import FakeContext, config, target, validate_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +62,8 @@ LIST = [
     "--superseded",
 ]
 TMP_VALUES = re.compile(r"^.+/playbooks-helm-[^/]+/overrides\.yaml$")
-DEPLOYED = {"name": "dask-gateway", "status": "deployed", "chart": "dask-gateway-2026.3.0", "revision": "3"}
+TRAEFIK_TAG = DEFAULTS["gateway"]["traefik_image"].rpartition(":")[2]
+DEPLOYED = {"name": "dask-gateway", "status": "deployed", "chart": f"dask-gateway-{GATEWAY_VERSION}", "revision": "3"}
 KNOWN_PASSWORD = "kn0wn-Gateway-pa55word-for-the-tests"
 
 
@@ -76,10 +80,10 @@ def test_values_file_and_overrides_make_the_chart_values():
     assert gw["auth"]["type"] == "simple"
     assert "simple" not in gw["auth"], "the chart would copy a password into a ConfigMap"
     pull = {"pullPolicy": "IfNotPresent"}  # nodes that cannot pull use what they have
-    assert gw["image"] == {"name": "ghcr.io/dask/dask-gateway-server", "tag": "2026.3.0", **pull}
+    assert gw["image"] == {"name": "ghcr.io/dask/dask-gateway-server", "tag": GATEWAY_VERSION, **pull}
     assert values["controller"]["image"] == gw["image"]
-    assert gw["backend"]["image"] == {"name": "ghcr.io/dask/dask-gateway", "tag": "2026.3.0", **pull}
-    assert values["traefik"]["image"] == {"name": "docker.io/traefik", "tag": "3.3.5", **pull}
+    assert gw["backend"]["image"] == {"name": "ghcr.io/dask/dask-gateway", "tag": GATEWAY_VERSION, **pull}
+    assert values["traefik"]["image"] == {"name": "docker.io/traefik", "tag": TRAEFIK_TAG, **pull}
     assert values["traefik"]["service"]["type"] == "ClusterIP"
     assert gw["env"] == [
         {
@@ -112,12 +116,16 @@ def test_overrides_follow_configuration():
         {
             "gateway": {
                 "worker": {"memory": {"request": "2G", "limit": "2G"}},
-                "traefik_image": "mirror.local/traefik:3.3.5",
+                "traefik_image": f"mirror.local/traefik:{TRAEFIK_TAG}",
             }
         }
     )
     assert changed["gateway"]["backend"]["worker"]["memory"] == {"request": "2G", "limit": "2G"}
-    assert changed["traefik"]["image"] == {"name": "mirror.local/traefik", "tag": "3.3.5", "pullPolicy": "IfNotPresent"}
+    assert changed["traefik"]["image"] == {
+        "name": "mirror.local/traefik",
+        "tag": TRAEFIK_TAG,
+        "pullPolicy": "IfNotPresent",
+    }
 
 
 def test_no_password_in_the_values_only_a_digest_that_changes_with_it():
@@ -196,11 +204,11 @@ def cfg():
 
 def test_chart_sources(tmp_path):
     assert gateway.chart_source("dask/dask-gateway", cfg()) == gateway.ChartSource(
-        "repo", "dask/dask-gateway", "2026.3.0", ("dask", "https://helm.dask.org")
+        "repo", "dask/dask-gateway", GATEWAY_VERSION, ("dask", "https://helm.dask.org")
     )
     oci = gateway.chart_source("oci://registry.example/charts/dask-gateway", cfg())
-    assert oci.argv() == ["oci://registry.example/charts/dask-gateway", "--version", "2026.3.0"]
-    (tmp_path / "Chart.yaml").write_text("name: dask-gateway\nversion: 2026.3.0\n")
+    assert oci.argv() == ["oci://registry.example/charts/dask-gateway", "--version", GATEWAY_VERSION]
+    (tmp_path / "Chart.yaml").write_text(f"name: dask-gateway\nversion: {GATEWAY_VERSION}\n")
     local = gateway.chart_source(str(tmp_path), cfg())
     assert local.kind == "local" and local.argv() == [str(tmp_path)]
     assert gateway.chart_source("mirror/dask-gateway", cfg()).repo is None
@@ -223,9 +231,9 @@ def test_bad_chart_is_refused_with_the_fix(chart, message):
 
 def test_upgrade_and_uninstall_argv_exactly():
     helm = Helm(target("vcluster"))
-    chart = gateway.ChartSource("repo", "dask/dask-gateway", "2026.3.0").argv()
+    chart = gateway.ChartSource("repo", "dask/dask-gateway", GATEWAY_VERSION).argv()
     assert helm.argv(*helm.upgrade_argv("dask-gateway", chart, [VALUES, "/tmp/x/overrides.yaml"], 600)) == [
-        "helm", "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
+        "helm", "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", GATEWAY_VERSION,
         "--values", VALUES, "--values", "/tmp/x/overrides.yaml", "--wait", "--timeout", "600s", *HELM_FLAGS,
     ]  # fmt: skip
     assert helm.argv(*helm.uninstall_argv("dask-gateway", 120)) == [
@@ -264,41 +272,82 @@ def test_parse_version(text, version):
 # ---------------------------------------------------------------- the tasks, with recording helm and kubectl
 
 
-class Fakes:
-    """helm and kubectl stand-ins (tests/fake_cli.py) that record every call."""
+SELECTOR = "app.kubernetes.io/name=dask-gateway,app.kubernetes.io/instance=dask-gateway"
+APPLY = ["--server-side", "--field-manager=datalab-playbooks", "--force-conflicts", "-f", "-"]
 
-    def __init__(self, folder: Path, monkeypatch):
-        self.folder = folder
-        self.scripts = {}
-        for name in ("helm", "kubectl"):
-            script = folder / f"fake-{name}"
-            script.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fake_cli.py"} {name} "$@"\n')
-            script.chmod(0o755)
-            self.scripts[name] = str(script)
-        monkeypatch.setenv("FAKE_CLI_DIR", str(folder))
+
+def pod(ready: bool) -> dict:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": "api-dask-gateway-1"},
+        "status": {
+            "phase": "Running" if ready else "Pending",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [] if ready else [{"state": {"waiting": {"reason": "ContainerCreating"}}}],
+        },
+    }
+
+
+def secret(password: str) -> dict:
+    return {"kind": "Secret", "data": {"password": base64.b64encode(password.encode()).decode()}}
+
+
+def applied_password(call) -> str:
+    (doc,) = [d for d in yaml.safe_load_all(call.stdin) if d and d["kind"] == "Secret"]
+    return base64.b64decode(doc["data"]["password"]).decode()
+
+
+class Fakes:
+    """The helm stand-in (tests/fakes/helm.py) and the strict fake kubectl, scripted with the gateway's calls."""
+
+    def __init__(self, folder: Path, kubectl: FakeKubectl):
+        self.helm = FakeHelm(folder / "fake-helm")
+        self.kubectl = kubectl
+        kubectl.flags = KUBECTL_FLAGS
 
     def state(self, **values) -> None:
-        (self.folder / "state.json").write_text(json.dumps(values))
-
-    def read_state(self) -> dict:
-        return json.loads((self.folder / "state.json").read_text())
-
-    def calls(self, tool: str | None = None) -> list[dict]:
-        log = self.folder / "calls.jsonl"
-        lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        return [line for line in lines if tool is None or line["tool"] == tool]
-
-    def argvs(self, tool: str) -> list[list[str]]:
-        return [call["argv"] for call in self.calls(tool)]
+        self.helm.state(**values)
 
     def context(self, **overrides) -> Context:
-        tools = {"tools": {"helm": self.scripts["helm"], "kubectl": self.scripts["kubectl"]}}
+        tools = {"tools": {"helm": self.helm.path, "kubectl": self.kubectl.path}}
         return Context(config=config(merge_values(tools, overrides)))
+
+    # ------------------------------------------------ kubectl calls, one helper per question the tasks ask
+
+    def version(self) -> None:
+        self.kubectl.expect("version", "--client", "-o", "json", flags=[], stdout=client_version("v1.35.0"))
+
+    def password(self, password: str | None) -> None:
+        answer = secret(password) if password else ""  # --ignore-not-found: nothing at all
+        self.kubectl.expect("get", "secret/dask-gateway-password", "-o", "json", "--ignore-not-found", stdout=answer)
+
+    def writes(self) -> None:
+        """The Secret, then the CRDs: each differs from what is there (diff exits 1), then is applied."""
+        self.kubectl.expect("diff", *APPLY, exit=1, stdout="diff -u -N ...\n")
+        self.kubectl.expect("apply", *APPLY, stdout="applied\n")
+
+    def pods(self, ready: bool = True) -> None:
+        self.kubectl.expect("get", "pods", "-o", "json", "-l", SELECTOR, stdout=kube_list(pod(ready)))
+
+    def service(self, present: bool = True) -> None:
+        answer = {"kind": "Service", "spec": {"ports": [{"name": "web", "port": 80}]}} if present else ""
+        self.kubectl.expect("get", "service/traefik-dask-gateway", "-o", "json", "--ignore-not-found", stdout=answer)
+
+    def install(self, password: str | None) -> None:
+        """What a gateway.up that installs or upgrades asks kubectl, in order."""
+        self.version()
+        self.password(password)
+        self.writes()
+        self.pods()
+        self.service()
+
+    def applies(self) -> list:
+        return [call for call in self.kubectl.calls() if call.args[:1] == ["apply"]]
 
 
 @pytest.fixture
-def fakes(tmp_path, monkeypatch):
-    return Fakes(tmp_path, monkeypatch)
+def fakes(tmp_path, fake_kubectl):
+    return Fakes(tmp_path, fake_kubectl)
 
 
 @pytest.fixture
@@ -321,8 +370,7 @@ def test_namespace_mode_refuses_before_any_helm_or_kubectl_call(fakes, in_mode, 
     message = str(error.value.message)
     assert "needs vCluster mode" in message and "CRDs and cluster roles" in message
     assert "vCluster kubeconfig" in message and "\n" not in message
-    assert fakes.calls() == []
-    assert not (fakes.folder / "calls.jsonl").exists()
+    assert fakes.helm.calls() == [] and fakes.kubectl.calls() == []
 
 
 def test_local_mode_runs_no_helm_or_kubectl(fakes, in_mode, capsys, tmp_path):
@@ -337,31 +385,32 @@ def test_local_mode_runs_no_helm_or_kubectl(fakes, in_mode, capsys, tmp_path):
         gateway.smoke(context)
     out = capsys.readouterr().out
     assert "gateway: nothing running" in out and "gateway: not running" in out
-    assert fakes.calls() == []
+    assert fakes.helm.calls() == [] and fakes.kubectl.calls() == []
     assert not (tmp_path / "state").exists()
 
 
 def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, in_mode, capsys):
     in_mode("vcluster")
     fakes.state()
+    fakes.install(password=None)
     gateway.up(fakes.context())
     out = capsys.readouterr().out
-    helm_calls = fakes.calls("helm")
+    helm_calls = fakes.helm.calls()
     argvs = [call["argv"] for call in helm_calls]
     assert argvs[:6] == [
         ["version", "--short"],
         ["repo", "list", "-o", "json"],
         ["repo", "add", "dask", "https://helm.dask.org"],
-        ["search", "repo", "dask/dask-gateway", "--version", "2026.3.0", "-o", "json"],
+        ["search", "repo", "dask/dask-gateway", "--version", GATEWAY_VERSION, "-o", "json"],
         [*LIST, *HELM_FLAGS],
         # The chart is read (its CRDs) before any write: a missing version stops here.
-        ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
+        ["show", "crds", "dask/dask-gateway", "--version", GATEWAY_VERSION],
     ]
     upgrade = argvs[6]
     temp = upgrade[9]
     assert TMP_VALUES.match(temp)
     assert upgrade == [
-        "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", "2026.3.0",
+        "upgrade", "--install", "dask-gateway", "dask/dask-gateway", "--version", GATEWAY_VERSION,
         "--values", VALUES, "--values", temp, "--wait", "--timeout", "600s", *HELM_FLAGS,
     ]  # fmt: skip
     assert len(argvs) == 7
@@ -370,19 +419,14 @@ def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, 
     assert "secretKeyRef" in helm_calls[6]["files"][temp]["text"]
     # The Secret, then the CRDs (left over from an earlier install, helm would keep them
     # old), went in by server-side apply before helm ran.
-    applies = [c for c in fakes.calls("kubectl") if c["argv"][len(KUBECTL_FLAGS) :][:1] == ["apply"]]
-    assert [a["argv"] for a in applies] == [
-        [*KUBECTL_FLAGS, "apply", "--server-side", "--field-manager=datalab-playbooks", "--force-conflicts", "-f", "-"]
-    ] * 2
-    assert (
-        "kind: Secret" in applies[0]["stdin"]
-        and "app.kubernetes.io/managed-by: datalab-playbooks" in applies[0]["stdin"]
-    )
-    assert "kind: CustomResourceDefinition" in applies[1]["stdin"]
-    assert applies[1]["time"] < helm_calls[6]["time"]
-    password = fakes.read_state()["secret"]
+    applies = fakes.applies()
+    assert [a.argv for a in applies] == [[*KUBECTL_FLAGS, "apply", *APPLY]] * 2
+    assert "kind: Secret" in applies[0].stdin and "app.kubernetes.io/managed-by: datalab-playbooks" in applies[0].stdin
+    assert "kind: CustomResourceDefinition" in applies[1].stdin
+    assert applies[1].time < helm_calls[6]["time"]
+    password = applied_password(applies[0])
     assert len(password) >= 32
-    everything = json.dumps([c["argv"] for c in fakes.calls()]) + json.dumps([c["files"] for c in fakes.calls()]) + out
+    everything = json.dumps(fakes.kubectl.argvs() + fakes.helm.argvs()) + json.dumps(fakes.helm.calls()) + out
     assert password not in everything
     assert "address          http://traefik-dask-gateway.ws-frank-s1.svc:80" in out
     assert "proxy address    gateway://traefik-dask-gateway.ws-frank-s1.svc:80" in out
@@ -390,41 +434,36 @@ def test_install_runs_the_exact_helm_commands_and_keeps_the_password_out(fakes, 
 
 def test_upgrade_applies_the_crds_server_side_before_helm_upgrade(fakes, in_mode, capsys):
     in_mode("vcluster")
-    fakes.state(repos={"dask": "https://helm.dask.org/"}, release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    fakes.state(repos={"dask": "https://helm.dask.org/"}, release=DEPLOYED, values={})
+    fakes.install(password=KNOWN_PASSWORD)
     gateway.up(fakes.context())
-    calls = fakes.calls()
-    order = [
-        (c["tool"], c["argv"][len(KUBECTL_FLAGS) :][:1] if c["tool"] == "kubectl" else c["argv"][0]) for c in calls
-    ]
-    assert [a for a in (c["argv"] for c in calls if c["tool"] == "helm")][:6] == [
+    assert fakes.helm.argvs()[:6] == [
         ["version", "--short"],
         ["repo", "list", "-o", "json"],
-        ["search", "repo", "dask/dask-gateway", "--version", "2026.3.0", "-o", "json"],
+        ["search", "repo", "dask/dask-gateway", "--version", GATEWAY_VERSION, "-o", "json"],
         [*LIST, *HELM_FLAGS],
         ["get", "values", "dask-gateway", "-o", "json", *HELM_FLAGS],
-        ["show", "crds", "dask/dask-gateway", "--version", "2026.3.0"],
+        ["show", "crds", "dask/dask-gateway", "--version", GATEWAY_VERSION],
     ]
-    crd_apply = next(
-        i for i, c in enumerate(calls) if c["tool"] == "kubectl" and "CustomResourceDefinition" in (c["stdin"] or "")
-    )
-    upgrade = next(i for i, c in enumerate(calls) if c["tool"] == "helm" and c["argv"][0] == "upgrade")
-    assert crd_apply < upgrade, order
-    assert "--server-side" in calls[crd_apply]["argv"] and "--force-conflicts" in calls[crd_apply]["argv"]
-    assert "daskclusters.gateway.dask.org" in calls[crd_apply]["stdin"]
-    assert fakes.read_state()["secret"] == KNOWN_PASSWORD, "the existing password is reused"
+    secret_apply, crd_apply = fakes.applies()
+    upgrade = next(c for c in fakes.helm.calls() if c["argv"][0] == "upgrade")
+    assert crd_apply.time < upgrade["time"]
+    assert "--server-side" in crd_apply.argv and "--force-conflicts" in crd_apply.argv
+    assert "kind: CustomResourceDefinition" in crd_apply.stdin and "daskclusters.gateway.dask.org" in crd_apply.stdin
+    assert applied_password(secret_apply) == KNOWN_PASSWORD, "the existing password is reused"
     assert KNOWN_PASSWORD not in capsys.readouterr().out
 
 
 @pytest.fixture
 def history(fakes, monkeypatch):
-    """`helm history --max 1`'s description as helm keeps it (fake_cli.py has no history): the
+    """`helm history --max 1`'s description as helm keeps it (tests/fakes/helm.py has no history): the
     --description of the last upgrade, "Upgrade complete" without one, else the state's."""
 
     def latest(helm, release):
-        for argv in reversed(fakes.argvs("helm")):
+        for argv in reversed(fakes.helm.argvs()):
             if argv[0] == "upgrade":
                 return argv[argv.index("--description") + 1] if "--description" in argv else "Upgrade complete"
-        return fakes.read_state().get("description", "Install complete")
+        return fakes.helm.read_state().get("description", "Install complete")
 
     monkeypatch.setattr(gateway_chart, "last_description", latest)
 
@@ -432,18 +471,19 @@ def history(fakes, monkeypatch):
 def test_unchanged_release_is_not_upgraded(fakes, in_mode, history, capsys):
     in_mode("vcluster")
     deployed = merge_values(gateway.file_values(), extra())
-    fakes.state(
-        repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=deployed, secret=KNOWN_PASSWORD, diff_exit=0
-    )
+    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=deployed)
+    fakes.version()
+    fakes.password(KNOWN_PASSWORD)
+    fakes.service()  # and no write: not the Secret, not the CRDs
     gateway.up(fakes.context())
-    assert not any(a[0] in ("upgrade", "show") for a in fakes.argvs("helm"))
+    assert not any(a[0] in ("upgrade", "show") for a in fakes.helm.argvs())
     assert "no change" in capsys.readouterr().out
 
 
 def small_chart(folder: Path) -> Path:
     chart = folder / "dask-gateway"
     (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n")
+    (chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: dask-gateway\nversion: {GATEWAY_VERSION}\n")
     (chart / "templates" / "a.yaml").write_text("kind: ConfigMap\n")
     return chart
 
@@ -451,9 +491,10 @@ def small_chart(folder: Path) -> Path:
 def test_local_chart_directory_needs_no_repository(fakes, in_mode, tmp_path):
     in_mode("vcluster")
     chart = small_chart(tmp_path)
-    fakes.state(release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    fakes.state(release=DEPLOYED, values={})
+    fakes.install(password=KNOWN_PASSWORD)
     gateway.up(fakes.context(), chart=str(chart), timeout="300")
-    argvs = fakes.argvs("helm")
+    argvs = fakes.helm.argvs()
     assert not any(a[0] in ("repo", "search") for a in argvs)
     assert ["show", "crds", str(chart)] in argvs
     upgrade = next(a for a in argvs if a[0] == "upgrade")
@@ -467,7 +508,9 @@ def test_local_chart_directory_needs_no_repository(fakes, in_mode, tmp_path):
         "--values",
         upgrade[7],
     ]
-    description = f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+    description = (
+        f"datalab-playbooks: local chart dask-gateway {GATEWAY_VERSION}, chart files sha256:{chart_digest(chart)}"
+    )
     assert upgrade[8:] == ["--wait", "--timeout", "300s", "--description", description, *HELM_FLAGS]
 
 
@@ -475,21 +518,22 @@ def test_local_chart_is_left_alone_until_a_file_changes(fakes, in_mode, history,
     in_mode("vcluster")
     chart = small_chart(tmp_path)
     # No release yet; `helm get values` answers what up sets, as it will after the install.
-    fakes.state(values=merge_values(gateway.file_values(), extra()), secret=KNOWN_PASSWORD)
+    fakes.state(values=merge_values(gateway.file_values(), extra()))
+    fakes.install(password=KNOWN_PASSWORD)
 
     def upgrades() -> list[list[str]]:
-        return [a for a in fakes.argvs("helm") if a[0] == "upgrade"]
+        return [a for a in fakes.helm.argvs() if a[0] == "upgrade"]
 
     gateway.up(fakes.context(), chart=str(chart))
     assert len(upgrades()) == 1
     capsys.readouterr()
     os.utime(chart / "templates" / "a.yaml", (0, 0))  # timestamps do not count
     gateway.up(fakes.context(), chart=str(chart))
-    assert len(upgrades()) == 1 and sum(a[0] == "show" for a in fakes.argvs("helm")) == 1
+    assert len(upgrades()) == 1 and sum(a[0] == "show" for a in fakes.helm.argvs()) == 1
     digest = chart_digest(chart)
     out = capsys.readouterr().out
     assert (
-        f"release dask-gateway-2026.3.0 already deployed from the same chart files (sha256:{digest[:12]}…) with these values; no change"
+        f"release dask-gateway-{GATEWAY_VERSION} already deployed from the same chart files (sha256:{digest[:12]}…) with these values; no change"
         in out
     )
 
@@ -506,17 +550,17 @@ def test_switching_between_a_local_chart_and_the_repository_chart_upgrades(fakes
     chart = small_chart(tmp_path)
     values = merge_values(gateway.file_values(), extra())
     local_description = (
-        f"datalab-playbooks: local chart dask-gateway 2026.3.0, chart files sha256:{chart_digest(chart)}"
+        f"datalab-playbooks: local chart dask-gateway {GATEWAY_VERSION}, chart files sha256:{chart_digest(chart)}"
     )
-    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=values, secret=KNOWN_PASSWORD,
-                description=local_description)  # fmt: skip
+    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, values=values, description=local_description)
+    fakes.install(password=KNOWN_PASSWORD)
     gateway.up(fakes.context())
-    (back,) = [a for a in fakes.argvs("helm") if a[0] == "upgrade"]
+    (back,) = [a for a in fakes.helm.argvs() if a[0] == "upgrade"]
     assert "dask/dask-gateway" in back and "--description" not in back
     gateway.up(fakes.context(), chart=str(chart))  # the last revision came from the repository
-    assert len([a for a in fakes.argvs("helm") if a[0] == "upgrade"]) == 2
+    assert len([a for a in fakes.helm.argvs() if a[0] == "upgrade"]) == 2
     gateway.up(fakes.context(), chart=str(chart))
-    assert len([a for a in fakes.argvs("helm") if a[0] == "upgrade"]) == 2
+    assert len([a for a in fakes.helm.argvs() if a[0] == "upgrade"]) == 2
 
 
 def test_last_description_reads_the_latest_revision(tmp_path):
@@ -587,7 +631,7 @@ def tricky_chart(folder: Path) -> Path:
     chart = folder / "dask-gateway"
     files = {
         ".helmignore": "# comment\n*.bak\ndocs/\n/top.txt\nsub/*.tmp\n.git/\n",
-        "Chart.yaml": "apiVersion: v2\nname: dask-gateway\nversion: 2026.3.0\n",
+        "Chart.yaml": f"apiVersion: v2\nname: dask-gateway\nversion: {GATEWAY_VERSION}\n",
         "values.yaml": "a: 1\n",
         "templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
         "templates/.hidden.yaml": "ignored by helm's default rule\n",
@@ -621,7 +665,7 @@ def test_chart_files_are_the_files_helm_packages(tmp_path):
         pytest.skip("helm is not installed: run scripts/setup.sh")
     chart = tricky_chart(tmp_path / "src")
     subprocess.run([helm, "package", str(chart), "-d", str(tmp_path)], check=True, capture_output=True, timeout=60)
-    with tarfile.open(tmp_path / "dask-gateway-2026.3.0.tgz") as archive:
+    with tarfile.open(tmp_path / f"dask-gateway-{GATEWAY_VERSION}.tgz") as archive:
         packaged = sorted(m.name.removeprefix("dask-gateway/") for m in archive.getmembers() if m.isfile())
     assert packaged == sorted(chart_files(chart))
 
@@ -659,7 +703,7 @@ def test_unreadable_chart_is_one_line(tmp_path):
 
 
 def test_chart_digest_of_an_archive_is_of_its_bytes(tmp_path):
-    archive = tmp_path / "dask-gateway-2026.3.0.tgz"
+    archive = tmp_path / f"dask-gateway-{GATEWAY_VERSION}.tgz"
     archive.write_bytes(b"one")
     first = chart_digest(archive)
     archive.write_bytes(b"two")
@@ -669,39 +713,59 @@ def test_chart_digest_of_an_archive_is_of_its_bytes(tmp_path):
 def test_oci_reference_needs_no_repository(fakes, in_mode):
     in_mode("vcluster")
     ref = "oci://registry.example/charts/dask-gateway"
-    fakes.state(release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    fakes.state(release=DEPLOYED, values={})
+    fakes.install(password=KNOWN_PASSWORD)
     gateway.up(fakes.context(), chart=ref)
-    argvs = fakes.argvs("helm")
+    argvs = fakes.helm.argvs()
     assert not any(a[0] in ("repo", "search") for a in argvs)
-    assert ["show", "crds", ref, "--version", "2026.3.0"] in argvs
+    assert ["show", "crds", ref, "--version", GATEWAY_VERSION] in argvs
     upgrade = next(a for a in argvs if a[0] == "upgrade")
-    assert upgrade[:6] == ["upgrade", "--install", "dask-gateway", ref, "--version", "2026.3.0"]
+    assert upgrade[:6] == ["upgrade", "--install", "dask-gateway", ref, "--version", GATEWAY_VERSION]
 
 
 def test_dry_run_prints_argv_and_values_and_changes_nothing(fakes, in_mode, capsys):
     in_mode("vcluster")
-    fakes.state(release=DEPLOYED, values={}, secret=KNOWN_PASSWORD)
+    fakes.state(release=DEPLOYED, values={})
+    fakes.version()
+    fakes.password(KNOWN_PASSWORD)  # reads only: any write would be an unexpected call
     gateway.up(fakes.context(), dry_run=True)
     out = capsys.readouterr().out
-    helm = fakes.scripts["helm"]
+    helm = fakes.helm.path
     assert f"$ {helm} repo add dask https://helm.dask.org" in out
     assert (
-        f"$ {helm} upgrade --install dask-gateway dask/dask-gateway --version 2026.3.0 --values {VALUES} "
+        f"$ {helm} upgrade --install dask-gateway dask/dask-gateway --version {GATEWAY_VERSION} --values {VALUES} "
         f"--values OVERRIDES.yaml --wait --timeout 600s {' '.join(HELM_FLAGS)}"
     ) in out
     assert "type: ClusterIP" in out and "secretKeyRef" in out
     assert "the chart's 2 CRDs: daskclusters.gateway.dask.org, ingressroutes.traefik.io" in out
     assert KNOWN_PASSWORD not in out and base64.b64encode(KNOWN_PASSWORD.encode()).decode() not in out
     assert "password: <redacted>" in out  # the Secret, as kubectl would apply it
-    writes = [a for a in fakes.argvs("helm") if a[0] in ("upgrade", "uninstall") or a[:2] == ["repo", "add"]]
-    writes += [a for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS) :][:1] in (["apply"], ["delete"], ["diff"])]
+    writes = [a for a in fakes.helm.argvs() if a[0] in ("upgrade", "uninstall") or a[:2] == ["repo", "add"]]
+    writes += [c.args for c in fakes.kubectl.calls() if c.args[:1] in (["apply"], ["delete"], ["diff"])]
     assert writes == []
-    assert KNOWN_PASSWORD not in json.dumps(fakes.argvs("helm") + fakes.argvs("kubectl"))
+    assert KNOWN_PASSWORD not in json.dumps(fakes.helm.argvs() + fakes.kubectl.argvs())
 
 
 def test_failed_install_prints_evidence_and_one_line(fakes, in_mode, capsys):
     in_mode("vcluster")
     fakes.state(repos={"dask": "https://helm.dask.org"}, upgrade_error="UPGRADE FAILED: context deadline exceeded")
+    fakes.version()
+    fakes.password(None)
+    fakes.writes()
+    fakes.pods(ready=False)  # should helm take long enough for a progress line
+    # The evidence: what kubectl says, each section once.
+    pods_table = "NAME                 READY   STATUS\napi-dask-gateway-1   0/1     Pending\n"
+    described = "Name:         api-dask-gateway-1\nStatus:       Pending\n"
+    events = "LAST SEEN   TYPE      REASON             OBJECT\n10s         Warning   FailedScheduling   pod/api-dask-gateway-1\n"
+    logs = "[pod/api-dask-gateway-1/gateway] starting\n"
+    evidence = {
+        ("get", "pods", "-l", SELECTOR, "-o", "wide"): pods_table,
+        ("describe", "pods", "-l", SELECTOR): described,
+        ("get", "events", "--sort-by=.lastTimestamp"): events,
+        ("logs", "-l", SELECTOR, "--all-containers", "--prefix", "--tail=40"): logs,
+    }
+    for args, answer in evidence.items():
+        fakes.kubectl.expect(*args, stdout=answer, times=1)
     with pytest.raises(Exit) as error:
         gateway.up(fakes.context())
     message = str(error.value.message)
@@ -711,11 +775,18 @@ def test_failed_install_prints_evidence_and_one_line(fakes, in_mode, capsys):
         "--- pods: kubectl get pods -l app.kubernetes.io/name=dask-gateway,app.kubernetes.io/instance=dask-gateway"
         in out
     )
+    for answer in evidence.values():
+        assert answer.rstrip() in out
 
 
 def test_progress_is_shown_while_helm_waits(fakes, in_mode, capsys):
     in_mode("vcluster")
     fakes.state(repos={"dask": "https://helm.dask.org"}, upgrade_seconds=2.5)
+    fakes.version()
+    fakes.password(None)
+    fakes.writes()
+    fakes.pods(ready=False)
+    fakes.service()
     gateway.up(fakes.context())
     out = capsys.readouterr().out
     assert re.search(r"dask-gateway: 0/1 pods ready; api-dask-gateway-1 ContainerCreating \[\d+s/600s\]", out), out
@@ -724,12 +795,13 @@ def test_progress_is_shown_while_helm_waits(fakes, in_mode, capsys):
 def test_old_or_missing_helm_is_refused_before_any_write(fakes, in_mode):
     in_mode("vcluster")
     fakes.state(helm_version="v3.7.2+g663a896")
+    fakes.version()
     with pytest.raises(
-        Exit, match=r"helm 3\.7\.2 \(\S+fake-helm\) is too old: install helm 3\.8 or newer, or set tools\.helm"
+        Exit, match=r"helm 3\.7\.2 \(\S+/fake-helm/helm\) is too old: install helm 3\.8 or newer, or set tools\.helm"
     ):
         gateway.up(fakes.context())
-    assert fakes.argvs("helm") == [["version", "--short"]]
-    assert fakes.argvs("kubectl") == [["version", "--client", "-o", "json"]]
+    assert fakes.helm.argvs() == [["version", "--short"]]
+    assert fakes.kubectl.argvs() == [["version", "--client", "-o", "json"]]
     with pytest.raises(Exit, match=r"helm-not-installed not found: install helm 3\.8\+ or set tools\.helm"):
         gateway.up(fakes.context(tools={"helm": "helm-not-installed"}))
 
@@ -737,25 +809,45 @@ def test_old_or_missing_helm_is_refused_before_any_write(fakes, in_mode):
 def test_repository_name_taken_by_another_url_is_refused(fakes, in_mode):
     in_mode("vcluster")
     fakes.state(repos={"dask": "https://charts.example/dask"})
+    fakes.version()
     with pytest.raises(Exit, match=re.escape("points to https://charts.example/dask, not https://helm.dask.org")):
         gateway.up(fakes.context())
+
+
+def expect_password_secrets(fakes, *names: str) -> None:
+    """`down` finds the release's password Secret by its labels."""
+    selector = "app.kubernetes.io/managed-by=datalab-playbooks,app.kubernetes.io/name=gateway-auth,app.kubernetes.io/instance=dask-gateway"
+    answer = "".join(f"{name}\n" for name in names)
+    fakes.kubectl.expect("get", "secrets", "-l", selector, "-o", "name", "--ignore-not-found", stdout=answer)
 
 
 def test_down_when_nothing_is_installed_says_so(fakes, in_mode, capsys):
     in_mode("vcluster")
     fakes.state()
+    expect_password_secrets(fakes)
     gateway.down(fakes.context())
     assert "dask-gateway: nothing installed in namespace ws-frank-s1" in capsys.readouterr().out
-    assert not any(a[0] == "uninstall" for a in fakes.argvs("helm"))
-    assert not any(a[len(KUBECTL_FLAGS)] == "delete" for a in fakes.argvs("kubectl"))
+    assert not any(a[0] == "uninstall" for a in fakes.helm.argvs())
+    assert not any(c.args[0] == "delete" for c in fakes.kubectl.calls())
+
+
+def expect_deletes(fakes, *names: str) -> None:
+    """The release's Dask clusters (none left), then names."""
+    clusters = ["daskclusters.gateway.dask.org", "-l", "gateway.dask.org/instance=dask-gateway"]
+    fakes.kubectl.expect("delete", *clusters, "--ignore-not-found", "--wait=true", "--timeout=600s", times=1)
+    deleted = "".join(f'{n.split("/")[0]} "{n.split("/")[1]}" deleted\n' for n in names)
+    foreground = ["--ignore-not-found", "--cascade=foreground", "--wait=true", "--timeout=600s"]
+    fakes.kubectl.expect("delete", *names, *foreground, stdout=deleted, times=1)
 
 
 def test_down_uninstalls_and_removes_the_secret_but_keeps_crds(fakes, in_mode, capsys):
     in_mode("vcluster")
-    fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD, crds=["daskclusters.gateway.dask.org"])
+    fakes.state(release=DEPLOYED)
+    expect_password_secrets(fakes, "secret/dask-gateway-password")
+    expect_deletes(fakes, "secret/dask-gateway-password")
     gateway.down(fakes.context())
-    assert [*gateway.Helm(target("vcluster")).uninstall_argv("dask-gateway", 600), *HELM_FLAGS] in fakes.argvs("helm")
-    deletes = [a[len(KUBECTL_FLAGS) :] for a in fakes.argvs("kubectl") if a[len(KUBECTL_FLAGS)] == "delete"]
+    assert [*gateway.Helm(target("vcluster")).uninstall_argv("dask-gateway", 600), *HELM_FLAGS] in fakes.helm.argvs()
+    deletes = [c.args for c in fakes.kubectl.calls() if c.args[0] == "delete"]
     assert deletes[0][:4] == ["delete", "daskclusters.gateway.dask.org", "-l", "gateway.dask.org/instance=dask-gateway"]
     assert deletes[1][:2] == ["delete", "secret/dask-gateway-password"]
     assert not any("customresourcedefinition" in " ".join(d) for d in deletes)
@@ -764,10 +856,23 @@ def test_down_uninstalls_and_removes_the_secret_but_keeps_crds(fakes, in_mode, c
 
 def test_down_purge_deletes_the_chart_crds(fakes, in_mode):
     in_mode("vcluster")
-    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED, secret=KNOWN_PASSWORD,
-                crds=["daskclusters.gateway.dask.org", "ingressroutes.traefik.io"])  # fmt: skip
+    fakes.state(repos={"dask": "https://helm.dask.org"}, release=DEPLOYED)
+    expect_password_secrets(fakes, "secret/dask-gateway-password")
+    crds = ["daskclusters.gateway.dask.org", "ingressroutes.traefik.io"]
+    managed = [{"manager": "datalab-playbooks", "operation": "Apply"}]
+    fakes.kubectl.expect(
+        "get", "customresourcedefinitions.apiextensions.k8s.io", "-o", "json", "--show-managed-fields",
+        stdout=kube_list(
+            *({"kind": "CustomResourceDefinition", "metadata": {"name": n, "managedFields": managed}} for n in crds),
+            # Not the chart's: applied by someone else, so kept.
+            {"kind": "CustomResourceDefinition", "metadata": {"name": "other.example.org", "managedFields": []}},
+        ),
+    )  # fmt: skip
+    expect_deletes(
+        fakes, "secret/dask-gateway-password", *(f"customresourcedefinition.apiextensions.k8s.io/{n}" for n in crds)
+    )
     gateway.down(fakes.context(), purge=True)
-    last = fakes.argvs("kubectl")[-1][len(KUBECTL_FLAGS) :]
+    last = fakes.kubectl.argvs()[-1][len(KUBECTL_FLAGS) :]
     assert last[:4] == [
         "delete",
         "secret/dask-gateway-password",
@@ -778,10 +883,13 @@ def test_down_purge_deletes_the_chart_crds(fakes, in_mode):
 
 def test_status_prints_the_password_only_when_asked(fakes, in_mode, capsys):
     in_mode("vcluster")
-    fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD)
+    fakes.state(release=DEPLOYED)
+    fakes.pods()
+    fakes.service()
+    fakes.password(KNOWN_PASSWORD)
     gateway.status(fakes.context())
     out = capsys.readouterr().out
-    assert "release deployed, chart dask-gateway-2026.3.0, revision 3" in out
+    assert f"release deployed, chart dask-gateway-{GATEWAY_VERSION}, revision 3" in out
     assert "1/1 pods ready" in out
     assert KNOWN_PASSWORD not in out and "--show-password" in out
     gateway.status(fakes.context(), show_password=True)
@@ -816,7 +924,7 @@ def _leftover_pids(folder: Path) -> list[int]:
 def start_gateway(folder: Path, password: str | None):
     """A real dask-gateway-server: local-process backend, simple auth, every port on 127.0.0.1."""
     pytest.importorskip(
-        "dask_gateway_server", reason="dask-gateway-server[local]==2026.3.0 (test extra) is not installed"
+        "dask_gateway_server", reason=f"dask-gateway-server[local]=={GATEWAY_VERSION} (test extra) is not installed"
     )
     port = free_port()
     clusters = folder / "clusters"
@@ -892,17 +1000,25 @@ def test_smoke_task_reaches_traefik_through_a_port_forward(gateway_server, fakes
     address, _, _ = gateway_server
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     found = in_mode("vcluster")
-    fakes.state(release=DEPLOYED, secret=KNOWN_PASSWORD, forward_port=int(address.rpartition(":")[2]))
+    labels = {"app.kubernetes.io/name": "dask-gateway", "app.kubernetes.io/instance": "dask-gateway"}
+    traefik = {"kind": "Service", "metadata": {"name": "traefik-dask-gateway", "labels": labels}}
+    services = ("get", "services", "-o", "json", "-l", "app.kubernetes.io/name=dask-gateway")
+    fakes.kubectl.expect(*services, stdout=kube_list(traefik), times=1)
+    fakes.service()
+    fakes.password(KNOWN_PASSWORD)
+    # kubectl's forward to the service: a real TCP forward to the real gateway's Traefik stand-in.
+    forward = ("port-forward", "--address", "127.0.0.1", "service/traefik-dask-gateway", ":80")
+    fakes.kubectl.expect(*forward, forward=int(address.rpartition(":")[2]), times=1)
     gateway.smoke(fakes.context())
     out = capsys.readouterr().out
+    forwards = [c for c in fakes.kubectl.calls() if "port-forward" in c.argv]
+    assert [c.args for c in forwards] == [list(forward)]
     assert (
-        f"dask-gateway: checking http://127.0.0.1:{address.rpartition(':')[2]} via port-forward to service/traefik-dask-gateway"
+        f"dask-gateway: checking http://127.0.0.1:{forwards[0].port} via port-forward to service/traefik-dask-gateway"
         in out
     )
     assert "dask-gateway: PASS" in out and KNOWN_PASSWORD not in out
-    forwards = [a[len(KUBECTL_FLAGS) :] for a in fakes.argvs("kubectl") if "port-forward" in a]
-    assert forwards == [["port-forward", "--address", "127.0.0.1", "service/traefik-dask-gateway", ":80"]]
-    fakes.state()
+    fakes.kubectl.expect(*services, stdout=kube_list())  # the release is gone
     assert gateway.SERVICE_SPEC.cluster.smoke_reports(ClusterBackend.on(fakes.context(), found)) == []
 
 

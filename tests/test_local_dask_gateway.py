@@ -11,38 +11,8 @@ from pathlib import Path
 import pytest
 
 from playbooks.procs import http_ok, tcp_ok
-from tests.test_local_mode import gone, run, state
-
-
-def processes_under(folder: Path) -> list[int]:
-    """Live processes whose working directory is in folder (the services and whatever they started)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if Path(os.readlink(proc / "cwd")).is_relative_to(folder):
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return [pid for pid in found if not gone(pid)]
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    yield tmp_path
-    # Whatever a failed test left running goes with it: the recorded processes, then what they started.
-    for path in (tmp_path / ".playbooks" / "local").glob("*/*.json"):
-        pid = json.loads(path.read_text()).get("pid")
-        if pid:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    for pid in processes_under(tmp_path):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+from tests.conftest import gone, processes_under, state
+from tests.test_local_mode import run
 
 
 def wait_gone(pid: int, seconds: float = 10) -> None:

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from playbooks.procs import http_ok
-from tests.test_local_mode import gone, run, state, workdir  # noqa: F401 (workdir is a fixture)
+from tests.conftest import gone, state
+from tests.test_local_mode import run
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def test_status_reports_a_killed_mlflow_with_its_log_and_down_stops_what_it_left(workdir):  # noqa: F811
+def test_status_reports_a_killed_mlflow_with_its_log_and_down_stops_what_it_left(workdir):
     up = run(workdir, "mlflow.up")
     assert up.returncode == 0, up.stdout + up.stderr
     record = state(workdir, "mlflow")

@@ -11,23 +11,10 @@ from pathlib import Path
 import pytest
 
 from playbooks.procs import tcp_ok
-from tests.conftest import QUIET_ENV
+from tests.conftest import QUIET_ENV, gone, state
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "playbooks")
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    yield tmp_path
-    # Whatever a failed test left running goes with it.
-    for state in (tmp_path / ".playbooks" / "local").glob("*/*.json"):
-        pid = json.loads(state.read_text()).get("pid")
-        if pid:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 # No well-known ports in tests (local.ports): other runs on this machine may hold them.
@@ -40,18 +27,6 @@ ANY_PORT = {
 def run(workdir: Path, *args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ["PATH"], "HOME": str(workdir), **QUIET_ENV, **ANY_PORT, **(env or {})}
     return subprocess.run([CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def state(workdir: Path, service: str, name: str | None = None) -> dict:
-    return json.loads((workdir / ".playbooks" / "local" / service / f"{name or service}.json").read_text())
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
 
 
 def test_mlflow_with_local_s3_lifecycle(workdir):

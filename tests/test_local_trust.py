@@ -30,12 +30,6 @@ from tests.test_local_mode import ANY_PORT, CLI, run
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def workdir(tmp_path):
-    yield tmp_path
-    kill_marked(tmp_path)
-
-
 def root_of(workdir: Path) -> Path:
     return workdir / ".playbooks" / "local"
 

@@ -1,7 +1,5 @@
 """Preflight pieces on real things: an S3 server's HeadBucket answers, a kubectl binary's version."""
 
-from pathlib import Path
-
 import pytest
 
 from playbooks import preflight
@@ -10,6 +8,7 @@ from playbooks.kube import find_command
 from playbooks.procs import free_port
 from playbooks.s3 import S3Settings, bucket_shortfalls
 from tests.conftest import ACCESS_KEY, SECRET_KEY
+from tests.fakes.kubectl import client_version
 
 
 def settings(endpoint: str, secret: str = SECRET_KEY) -> S3Settings:
@@ -32,22 +31,12 @@ def test_an_unreachable_endpoint_is_named_and_the_secret_is_not():
     assert SECRET_KEY not in line and ACCESS_KEY not in line
 
 
-def fake_kubectl(tmp_path: Path, version: str) -> str:
-    major, minor, _ = version.split(".")
-    script = tmp_path / "kubectl"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"""echo '{{"clientVersion": {{"major": "{major}", "minor": "{minor}", "gitVersion": "v{version}"}}}}'\n"""
-    )
-    script.chmod(0o755)
-    return str(script)
-
-
 @pytest.mark.parametrize(
     ("version", "too_old"), [("1.20.0", True), ("1.25.9", True), ("1.26.0", False), ("1.35.1", False)]
 )
-def test_kubectl_version_is_checked(tmp_path, version, too_old):
-    binary = fake_kubectl(tmp_path, version)
+def test_kubectl_version_is_checked(fake_kubectl, version, too_old):
+    fake_kubectl.expect("version", "--client", "-o", "json", stdout=client_version(f"v{version}"))
+    binary = fake_kubectl.path
     found = preflight.kubectl_shortfalls(binary, find_command(binary, "install kubectl"))
     if too_old:
         assert found == [

@@ -4,7 +4,6 @@ of the state folder other than the 0600 files meant to hold them."""
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -12,39 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUIET_ENV
+from tests.conftest import QUIET_ENV, processes_under, state
 from tests.secret_scan import ArgvScan, file_leaks, output_texts, planted, text_leaks
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "playbooks")
 REFUSED = "--dry-run is for the cluster modes"
-
-
-def processes_under(folder: Path) -> list[int]:
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if Path(os.readlink(proc / "cwd")).is_relative_to(folder):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
-def kill_leftovers(workdir: Path) -> None:
-    """Whatever a failed test left running: the recorded processes, then what they started."""
-    pids = [json.loads(p.read_text()).get("pid") for p in (workdir / ".playbooks/local").glob("*/*.json")]
-    for pid in [p for p in pids if isinstance(p, int)] + processes_under(workdir):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    yield tmp_path
-    kill_leftovers(tmp_path)
 
 
 class Runner:
@@ -65,10 +37,6 @@ class Runner:
         result = self(*args, ok=False, timeout=60)
         assert result.returncode == 1 and REFUSED in result.stderr, f"{args}: {result.stdout}{result.stderr}"
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-
-
-def state(workdir: Path, service: str, name: str | None = None) -> dict:
-    return json.loads((workdir / ".playbooks/local" / service / f"{name or service}.json").read_text())
 
 
 def environ(pid: int) -> str:

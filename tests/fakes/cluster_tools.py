@@ -1,34 +1,41 @@
-"""Stand-ins for docker, kind, helm and kubectl that record every call and answer as the real
-tools do (same output streams, same exit codes), from a small state file.
+"""Stand-ins for docker, kind and helm (the vcluster chart) that record every call and answer as
+the real tools do (same output streams, same exit codes), from a small state file; kubectl is
+the strict fake (tests/fakes/kubectl.py).
 
-Run as `python fake_cluster_tools.py TOOL ARGS...` (tests/test_cluster.py writes one
-wrapper script per tool). FAKE_TOOLS_DIR names a folder with state.json (the fake world)
-and calls.jsonl (one line per call: tool, argv, stdin, and the text of any --values file).
-State keys: docker_down (bool), clusters (names), host_port (int), vclusters (release ->
-values), publish (bool: whether the node publishes the vCluster node port).
+Run as `python cluster_tools.py TOOL ARGS...` (tests/test_cluster.py writes one wrapper script
+per tool). FAKE_TOOLS_DIR names a folder with state.json (the fake world) and calls.jsonl (one
+line per call: tool, argv, stdin, the text of any --values file, and the time). State keys:
+docker_down (bool), clusters (names), host_port (int), vclusters (release -> values),
+publish (bool: whether the node publishes the vCluster node port). Any call they do not know
+exits 2 and names itself.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
-FOLDER = Path(os.environ["FAKE_TOOLS_DIR"])
-STATE = FOLDER / "state.json"
+from devtools.cluster import KIND_VERSION
+
 DOCKER_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 
 
+def folder() -> Path:
+    return Path(os.environ["FAKE_TOOLS_DIR"])
+
+
 def load() -> dict:
-    return json.loads(STATE.read_text()) if STATE.exists() else {}
+    state = folder() / "state.json"
+    return json.loads(state.read_text()) if state.exists() else {}
 
 
 def save(state: dict) -> None:
-    STATE.write_text(json.dumps(state))
+    (folder() / "state.json").write_text(json.dumps(state))
 
 
 def flag(argv: list[str], name: str) -> str | None:
@@ -43,8 +50,9 @@ def flag(argv: list[str], name: str) -> str | None:
 def record(tool: str, argv: list[str], stdin: str | None) -> None:
     values = flag(argv, "--values")
     files = {values: Path(values).read_text()} if values and os.path.exists(values) else {}
-    with open(FOLDER / "calls.jsonl", "a") as out:
-        out.write(json.dumps({"tool": tool, "argv": argv, "stdin": stdin, "files": files}) + "\n")
+    with open(folder() / "calls.jsonl", "a") as out:
+        line = {"tool": tool, "argv": argv, "stdin": stdin, "files": files, "time": time.time()}
+        out.write(json.dumps(line) + "\n")
 
 
 def fail(message: str, code: int = 1) -> int:
@@ -89,7 +97,7 @@ def kind(argv: list[str], state: dict, stdin: str | None) -> int:
     clusters = state.setdefault("clusters", [])
     name = flag(argv, "--name") or "kind"
     if argv[:1] == ["version"]:
-        print(state.get("kind_version", "kind v0.33.0 go1.25.3 linux/amd64"))
+        print(state.get("kind_version", f"kind {KIND_VERSION} go1.25.3 linux/amd64"))
         return 0
     if state.get("docker_down"):
         return fail(
@@ -165,7 +173,9 @@ def helm(argv: list[str], state: dict) -> int:
 
 
 def vcluster_kubeconfig(values: dict) -> dict:
-    """What the vCluster writes to Secret vc-<name>: localhost:8443 unless exportKubeConfig says otherwise."""
+    """What the vCluster writes to Secret vc-<name>: localhost:8443 unless exportKubeConfig says otherwise.
+
+    The tests script `kubectl get secret vc-<name>` to answer it (see tests/test_cluster.py)."""
     export = values.get("exportKubeConfig") or {}
     context = export.get("context") or "Default"
     return {
@@ -186,29 +196,6 @@ def vcluster_kubeconfig(values: dict) -> dict:
     }
 
 
-def kubectl(argv: list[str], state: dict) -> int:
-    args = [a for a in argv if not a.startswith("--request-timeout")]
-    for name in ("--kubeconfig", "--context"):
-        if name in args:
-            i = args.index(name)
-            del args[i : i + 2]
-    if args[:3] == ["get", "--raw", "/readyz"]:
-        print("ok")
-        return 0
-    if args[:2] == ["get", "secret"]:
-        secret, namespace = args[2], flag(args, "-n")
-        for release, found in (state.get("vclusters") or {}).items():
-            if secret == f"vc-{release}" and found["namespace"] == namespace:
-                text = yaml.safe_dump(vcluster_kubeconfig(found["values"]))
-                print(base64.b64encode(text.encode()).decode(), end="")
-                return 0
-        return fail(f'Error from server (NotFound): secrets "{secret}" not found')
-    if args[:1] == ["get"]:
-        print(f"No resources found in {flag(args, '-n')} namespace.", file=sys.stderr)
-        return 0
-    return fail(f"fake kubectl: unexpected {argv}", 2)
-
-
 def main() -> int:
     tool, argv = sys.argv[1], sys.argv[2:]
     # Only `--config -` reads stdin, as kind does: reading it otherwise could wait for ever.
@@ -219,10 +206,8 @@ def main() -> int:
         code = docker(argv, state)
     elif tool == "kind":
         code = kind(argv, state, stdin)
-    elif tool == "helm":
-        code = helm(argv, state)
     else:
-        code = kubectl(argv, state)
+        code = helm(argv, state)
     save(state)
     return code
 
