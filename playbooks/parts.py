@@ -57,6 +57,15 @@ class ClusterPart:
             rows.append((self.service, instance, state, self.address(backend, instance)))
         return rows
 
+    def instances(self, backend: ClusterBackend, name: str | None = None) -> list[str]:
+        """The instance named, else every deployed one; says so when there is none."""
+        from playbooks.deploy import deployed_instances
+
+        found = [name] if name else deployed_instances(backend.kubectl, self.service)
+        if not found:
+            print(f"{self.service}: not deployed in namespace {backend.namespace}")
+        return found
+
     def down(self, backend: ClusterBackend, purge: bool, name: str | None = None, **options) -> None:
         from playbooks.deploy import tear_down
 

@@ -312,11 +312,7 @@ class DaskOnCluster(ClusterPart):
 
     def status(self, backend: ClusterBackend, name=None) -> None:
         kubectl = backend.kubectl
-        instances = [name] if name else deployed_instances(kubectl, SERVICE)
-        if not instances:
-            print(f"dask: not deployed in namespace {backend.namespace}")
-            return
-        for inst in instances:
+        for inst in self.instances(backend, name):
             found = _deployments(kubectl, inst)
             if not found:
                 print(f"{inst}: not deployed in namespace {backend.namespace}")

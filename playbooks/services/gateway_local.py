@@ -17,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from playbooks import local
+from playbooks import local, procs
 from playbooks.errors import PlaybookError
 from playbooks.quantity import memory_bytes
 from playbooks.report import Report
@@ -203,20 +203,13 @@ def stop_leftovers(c, grace: float) -> list[tuple[int, str]]:
     """TERM each leftover's process group (each runs in its own session), KILL what is left after grace."""
     found = leftovers(c)
     for pid, _ in found:
-        _signal_group(pid, signal.SIGTERM)
+        procs.signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and leftovers(c):
         local.pause(0.2)
     for pid, _ in leftovers(c):
-        _signal_group(pid, signal.SIGKILL)
+        procs.signal_group(pid, signal.SIGKILL)
     return found
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ---------------------------------------------------------------- status, access, smoke, logs

@@ -182,11 +182,7 @@ class MlflowOnCluster(ClusterPart):
 
     def status(self, backend: ClusterBackend, name=None) -> None:
         kubectl = backend.kubectl
-        instances = [name] if name else deployed_instances(kubectl, SERVICE)
-        if not instances:
-            print(f"mlflow: not deployed in namespace {backend.namespace}")
-            return
-        for inst in instances:
+        for inst in self.instances(backend, name):
             items = kubectl.get_json("deployments.apps", managed_selector(SERVICE, inst)).get("items", [])
             if not items:
                 print(f"{inst}: not deployed in namespace {backend.namespace}")
