@@ -177,7 +177,14 @@ class Kubectl:
         args = ["get", what, "-o", "json"]
         if selector:
             args += ["-l", selector]
-        return json.loads(self.run(*args, timeout=timeout).stdout or "{}")
+        output = self.run(*args, timeout=timeout).stdout
+        try:
+            return json.loads(output or "{}")
+        except ValueError as error:
+            # Seen on an overloaded node: kubectl exits 0 with its JSON cut short. A wait retries it.
+            raise ApiUnreachable(
+                f"kubectl get {what} printed incomplete JSON ({error}); the API may be overloaded"
+            ) from None
 
     # ------------------------------------------------------------ waiting
 

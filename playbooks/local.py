@@ -57,6 +57,16 @@ class Process:
     def healthy(self) -> bool:
         return _answers(self.health_url, self.health_port)
 
+    def port(self) -> int | None:
+        from urllib.parse import urlparse
+
+        return self.health_port or (urlparse(self.health_url).port if self.health_url else None)
+
+    def serves(self, pid: int) -> bool:
+        """Healthy, and the one answering is this process or a child of it (no other program on its port)."""
+        port = self.port()
+        return self.healthy() and (port is None or procs.listens_under(pid, port))
+
 
 def state_root(c) -> Path:
     return Path(c.config.local.state_dir).expanduser().resolve()
@@ -66,11 +76,20 @@ def service_dir(c, service: str) -> Path:
     return state_root(c) / service
 
 
-def writing(c, task: str):
-    """The state folder's lock, for a task that changes it (a context manager)."""
+def writing(c, task: str, create: bool = True):
+    """The state folder's lock, for a task that changes it (a context manager).
+
+    A task that only stops things (create=False) takes no lock where there is no state folder:
+    it has nothing to guard, and creating the folder would be a change of its own.
+    """
+    import contextlib
+
     from playbooks.lock import held
 
-    return held(state_root(c), task, _seconds(c.config.local.get("lock_timeout", 300), "local.lock_timeout"))
+    root = state_root(c)
+    if not create and not root.exists():
+        return contextlib.nullcontext()
+    return held(root, task, _seconds(c.config.local.get("lock_timeout", 300), "local.lock_timeout"))
 
 
 def _seconds(value, setting: str) -> float:
@@ -129,6 +148,13 @@ def _remember_ports(c, service: str, name: str, ports: dict) -> None:
     data = data or {}
     if data.get(name) != ports:
         statefile.write_json(path, {**data, name: ports})
+
+
+def check_ports(*given) -> None:
+    """--port values, checked before the lock: a refused `up` leaves the state folder as it was."""
+    for value in given:
+        if value not in (None, ""):
+            parse_port(value)
 
 
 def choose_port(
@@ -310,7 +336,7 @@ def _wait_healthy(process: Process, child, log: Path, timeout: float, label: str
     last = start_time
     try:
         while time.monotonic() - start_time < timeout:
-            if process.healthy() and child.poll() is None:
+            if child.poll() is None and process.serves(child.pid):
                 what = "ready after" if process.health_url or process.health_port else "started in"
                 out(f"{label}: {what} {time.monotonic() - start_time:.0f}s (pid {child.pid})", flush=True)
                 return

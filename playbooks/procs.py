@@ -171,6 +171,51 @@ def reap(pid: int) -> None:
         pass
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on this TCP port, from /proc/net/tcp and tcp6 (state 0A: LISTEN)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    for _ in range(64):  # a parent chain, not a loop
+        if pid == ancestor:
+            return True
+        fields = _stat_fields(pid)
+        if not fields or int(fields[1]) <= 1:
+            return False
+        pid = int(fields[1])
+    return False
+
+
+def listens_under(root: int, port: int) -> bool:
+    """Whether the socket listening on port is held by the process root or one of its descendants
+    (a server may hand listening to a child in a session of its own, as dask-gateway's proxy is):
+    the server answering there is ours, not another program that took the port first."""
+    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not inodes:
+        return False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            holds = any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir())
+            if holds and _descends_from(int(entry.name), root):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     import urllib.error
     import urllib.request  # here, not at start-up: it pulls in ssl and email

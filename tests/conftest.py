@@ -25,8 +25,14 @@ ACCESS_KEY = "AKIAPLAYBOOKSTEST01"
 SECRET_KEY = "s3cr3t-Pl4ybooks-t3st-v4lue-9f8e7d6c5b4a"
 BUCKET = "ws-frank"
 
-# No client may talk to an outside host from a test.
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+# No well-known ports in tests (local.ports): tests run side by side, and other runs on this
+# machine may hold them; tests of the well-known ports set their own.
+ANY_PORT = {
+    f"INVOKE_LOCAL_PORTS_{key}": "0"
+    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY")
+}
+# No client may talk to an outside host from a test; every environment a test builds has these.
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **ANY_PORT}
 
 
 def one_error_line(result, fragments: tuple[str, ...] = ()) -> str:

@@ -233,7 +233,7 @@ CASES = [
     Case(
         "mlflow.up on a privileged port",
         ["mlflow.up", "--port", "80"],
-        "invalid port 80: use a number from 1024 to 65535",
+        "--port is '80': use a port from 1024 to 65535",
     ),
     Case("mlflow.down --name", ["mlflow.down", "--name", "Bad_Name"], "invalid service name 'Bad_Name'", running=True),
     Case("mlflow.status --name", ["mlflow.status", "--name", "Bad_Name"], "invalid service name 'Bad_Name'"),

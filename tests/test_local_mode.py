@@ -11,17 +11,10 @@ from pathlib import Path
 import pytest
 
 from playbooks.procs import tcp_ok
-from tests.conftest import QUIET_ENV, gone, state
+from tests.conftest import ANY_PORT, QUIET_ENV, gone, state
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "playbooks")
-
-
-# No well-known ports in tests (local.ports): other runs on this machine may hold them.
-ANY_PORT = {
-    f"INVOKE_LOCAL_PORTS_{key}": "0"
-    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY")
-}
 
 
 def run(workdir: Path, *args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:

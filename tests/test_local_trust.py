@@ -404,7 +404,9 @@ def test_bad_configuration_is_one_error_line_under_both_programs(tmp_path, progr
         (tmp_path / "invoke.yaml").write_text(yaml_text + "\n")
     (tmp_path / "tasks.py").write_text("from playbooks.collection import ns\n")
     binary = str(Path(CLI).with_name(program))
-    full = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **QUIET_ENV, **env}
+    # The tests' INVOKE_LOCAL_PORTS_* (QUIET_ENV) would override the invoke.yaml under test.
+    quiet = {k: v for k, v in QUIET_ENV.items() if not k.startswith("INVOKE_LOCAL_PORTS_")}
+    full = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **quiet, **env}
     result = subprocess.run([binary, "status"], cwd=tmp_path, env=full, capture_output=True, text=True, timeout=60)
     one_error_line(result, fragments)
     assert not (tmp_path / ".playbooks").exists(), "nothing ran"

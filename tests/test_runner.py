@@ -25,6 +25,7 @@ from playbooks.runner import (
     write_private,
 )
 from playbooks.services import storage_cluster
+from tests.fakes.kubectl import client_version, like
 from tests.manifests import FakeContext, config, target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,36 +128,24 @@ def test_private_file_lives_in_a_private_folder_until_the_block_ends():
 # ---------------------------------------------------------------- dry-run
 
 
-@pytest.fixture
-def fake_kubectl(tmp_path, monkeypatch):
-    """tests/fake_cli.py as kubectl: it records every call (calls.jsonl) and answers reads with nothing."""
-    script = tmp_path / "kubectl"
-    script.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fake_cli.py"} kubectl "$@"\n')
-    script.chmod(0o755)
-    monkeypatch.setenv("FAKE_CLI_DIR", str(tmp_path))
-
-    def calls() -> list[list[str]]:
-        import json
-
-        log = tmp_path / "calls.jsonl"
-        return [json.loads(line)["argv"] for line in log.read_text().splitlines()] if log.exists() else []
-
-    return str(script), calls
-
-
 def test_storage_dry_run_shows_the_apply_a_real_run_makes(fake_kubectl, capsys):
     """The bucket Job's apply was shown without --field-manager and --force-conflicts: not the real command."""
-    binary, calls = fake_kubectl
-    c = FakeContext(config({"tools": {"kubectl": binary}}))
+    fake_kubectl.flags = ["--kubeconfig", "/dev/null", "--context", "ctx", "--namespace", "ws-frank-s1"]
+    fake_kubectl.expect("version", "--client", "-o", "json", flags=[], stdout=client_version("v1.35.0"))
+    fake_kubectl.expect("get", "secret/storage-credentials", "-o", "json", "--ignore-not-found", stdout="")
+    apply = ("apply", "--server-side", like(r"--field-manager=.+"), "--force-conflicts", "-f", "-")
+    fake_kubectl.expect(*apply, times=1)
+    c = FakeContext(config({"tools": {"kubectl": fake_kubectl.path}}))
     where = target("namespace")
+    binary = fake_kubectl.path
     storage_cluster.up(c, where, Kubectl(where, binary=binary, dry_run=True), "ws-frank", "storage")
     printed = capsys.readouterr().out
-    assert not [argv for argv in calls() if {"apply", "create", "delete", "patch"} & set(argv)], calls()
+    assert not [call for call in fake_kubectl.calls() if {"apply", "create", "delete", "patch"} & set(call.args)]
     commands = [line.split(" <<'EOF'")[0] for line in printed.splitlines() if line.startswith("$ ")]
     assert len(commands) == 2, printed  # the store, then its bucket Job
 
     jobs = storage_cluster.bucket_job_docs(c, where, "storage", "ws-frank", 180)
     Kubectl(where, binary=binary).apply_now(jobs)
-    real = f"$ {shlex.join([binary, *calls()[-1]])}"
+    real = f"$ {shlex.join([binary, *fake_kubectl.calls()[-1].argv])}"
     assert "--field-manager=datalab-playbooks" in real and "--force-conflicts" in real
     assert commands == [real, real]

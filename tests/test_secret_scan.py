@@ -105,7 +105,9 @@ def test_no_secret_in_argv_output_or_files_of_any_local_task(workdir, s3_server)
     left = sorted(
         str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.is_relative_to(folder / "dask")
     )
-    assert left == [], "down --purge leaves only Dask's logs and scratch"
+    # The lock file stays: deleting a lock others may be waiting on would let two writers in.
+    assert left == [".lock"], "down --purge leaves only Dask's logs and scratch, and the empty lock file"
+    assert (folder / ".lock").stat().st_size == 0
     # The scan proves something only if it saw the processes the tasks ran.
     for parts in (["mlflow", "server", "--backend-store-uri"], ["dask", "scheduler"], ["dask", "worker"],
                   ["dask-gateway-server", "--config"], ["dask-gateway-proxy"], ["moto_server"], [CLI, "gateway.smoke"]):  # fmt: skip

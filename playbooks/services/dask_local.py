@@ -156,6 +156,10 @@ def converge(c, count: int, port: int, threads: int, memory: int) -> tuple[int, 
 
 def up(c, workers=None, worker_memory=None, port=None, worker_cpu=None) -> None:
     threads, memory = sizing(c, worker_cpu, worker_memory)
+    # Checked before the lock: a refused `up` leaves the state folder as it was.
+    if workers is None:
+        dask_sizing.worker_count(c.config.dask.workers, "dask.workers")
+    local.check_ports(port)
     with local.writing(c, "dask.up"):
         _up(c, workers, port, threads, memory)
 
@@ -186,7 +190,7 @@ def _up(c, workers, port, threads: int, memory: int) -> None:
 
 def scale(c, workers) -> None:
     count = dask_sizing.worker_count(workers, "the worker count")
-    with local.writing(c, "dask.scale"):
+    with local.writing(c, "dask.scale", create=False):
         _scale(c, count)
 
 
@@ -207,7 +211,7 @@ def _scale(c, count: int) -> None:
 
 
 def down(c) -> None:
-    with local.writing(c, "dask.down"):
+    with local.writing(c, "dask.down", create=False):
         _down(c)
 
 

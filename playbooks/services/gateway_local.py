@@ -128,6 +128,7 @@ def up(c, port=None, proxy_port=None, timeout=None) -> None:
     check_installed()
     if port and proxy_port and str(port) == str(proxy_port) and str(port) != "0":
         raise PlaybookError(f"--port and --proxy-port are both {port}: give two different ports, or leave one out")
+    local.check_ports(port, proxy_port)
     with local.writing(c, "gateway.up"):
         _up(c, port, proxy_port, timeout)
 
@@ -160,7 +161,7 @@ def _up(c, port, proxy_port, timeout) -> None:
 
 
 def down(c, purge: bool = False) -> None:
-    with local.writing(c, "gateway.down"):
+    with local.writing(c, "gateway.down", create=False):
         _down(c, purge)
 
 

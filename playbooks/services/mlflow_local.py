@@ -76,17 +76,19 @@ def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Proc
 
 
 def up(c, bucket=None, prefix=None, port=None, storage=None) -> None:
-    with local.writing(c, "mlflow.up"):
-        _up(c, bucket, prefix, port, storage)
-
-
-def _up(c, bucket, prefix, port, storage) -> None:
     from playbooks.s3 import validate_prefix
 
+    # Every input checked before the lock: a refused `up` leaves the state folder as it was.
     chosen_prefix = validate_prefix(prefix if prefix is not None else c.config.mlflow.prefix)
     destination, s3, why = artifact_store(c, bucket, chosen_prefix, storage)
     if s3 is not None:
         preflight.refuse(bucket_shortfalls(s3, destination.removeprefix("s3://").partition("/")[0]))
+    local.check_ports(port)
+    with local.writing(c, "mlflow.up"):
+        _up(c, port, destination, s3, why)
+
+
+def _up(c, port, destination: str, s3, why: str) -> None:
     state = local.processes(c, SERVICE).get(SERVICE)
     chosen_port = local.choose_port(
         port, local.preferred_port(c, "mlflow"), previous=state, last=local.last_ports(c, SERVICE, SERVICE)
@@ -101,7 +103,7 @@ def _up(c, bucket, prefix, port, storage) -> None:
 
 
 def down(c, purge: bool = False) -> None:
-    with local.writing(c, "mlflow.down"):
+    with local.writing(c, "mlflow.down", create=False):
         _down(c, purge)
 
 

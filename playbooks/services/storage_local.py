@@ -73,6 +73,7 @@ def server_process(c, port: int, bucket: str) -> local.Process:
 
 def up(c, bucket=None, port=None) -> None:
     chosen = validate_bucket(bucket or os.environ.get("WORKSHOP_NAMESPACE") or c.config.storage.bucket)
+    local.check_ports(port)
     with local.writing(c, "storage.up"):
         _up(c, chosen, port)
 
@@ -120,7 +121,7 @@ def print_env(c) -> None:
 
 
 def down(c, purge: bool = False) -> None:
-    with local.writing(c, "storage.down"):
+    with local.writing(c, "storage.down", create=False):
         stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
         print(f"storage: stopped {', '.join(stopped)}" if stopped else "storage: nothing running")
         if purge:
