@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from playbooks.kube import Kubectl
     from playbooks.registry import Service
     from playbooks.report import Report
+    from playbooks.shellenv import EnvVar
 
 CHAIN_ATTRIBUTE = "_playbooks_chain"
 
@@ -137,6 +138,23 @@ class Backend:
     def status_footer(self) -> list[str]:
         return []
 
+    @property
+    def reach(self) -> str:
+        """Where the caller reaches the services from: shellenv.LOCAL, IN_CLUSTER or FORWARDED."""
+        raise NotImplementedError
+
+    def fresh(self) -> Backend:
+        """A backend for the same target that has read nothing yet (status after a change)."""
+        return self
+
+    def facts(self) -> dict:
+        """`target --json`: where the playbooks act (docs/json.md)."""
+        raise NotImplementedError
+
+    def env_vars(self, services: list[Service]) -> dict[str, list[EnvVar]]:
+        """Each service's shell variables (empty: it does not run here)."""
+        return {service.name: self.part(service).env(self) for service in services if service.supports(self.mode)}
+
     def refuse_failed(self) -> None:
         """After the status table: exit 1 when a service the table shows has failed."""
 
@@ -145,7 +163,8 @@ class LocalBackend(Backend):
     """Services as processes on this machine, supervised through their state folder."""
 
     mode = "local"
-    status_header = ("service", "process", "state", "ports (127.0.0.1)")
+    status_header = ("service", "process", "state", "address")
+    reach = "local"
 
     def __init__(self, c, target: Target, dry_run: bool = False) -> None:
         super().__init__(c, dry_run)
@@ -172,6 +191,11 @@ class LocalBackend(Backend):
             f"state:      {state_root(self.c)}",
             f"evidence:   {self.target.evidence[0]}",
         ]
+
+    def facts(self) -> dict:
+        from playbooks.local import state_root
+
+        return {"mode": self.mode, "state_dir": str(state_root(self.c)), "evidence": list(self.target.evidence)}
 
     def up(self, services: list[Service], options: dict[str, dict]) -> None:
         self.refuse_dry_run("`up` only starts processes")
@@ -285,6 +309,32 @@ class ClusterBackend(Backend):
         lines += [f"  {check.describe()}" for check in found.checks]
         return lines
 
+    def fresh(self) -> ClusterBackend:
+        return ClusterBackend.on(self.c, self.target, self.dry_run)
+
+    def facts(self) -> dict:
+        found = self.target
+        return {
+            "mode": found.mode,
+            "namespace": found.namespace,
+            "namespace_source": found.namespace_source,
+            "context": found.context,
+            "server": found.server,
+            "kubeconfig": found.source.kubeconfig,
+            "service_account": found.source.service_account,
+            "evidence": list(found.evidence),
+            "access": [
+                {
+                    "verb": check.verb,
+                    "resource": check.resource,
+                    "group": check.group,
+                    "namespace": check.namespace,
+                    "allowed": check.allowed,
+                }
+                for check in found.checks
+            ],
+        }
+
     def up(self, services: list[Service], options: dict[str, dict]) -> None:
         from playbooks.deploy import apply_plans
 
@@ -310,6 +360,13 @@ class ClusterBackend(Backend):
 
     def require_network_policy(self) -> None:
         self.c.config.security.network_policy = True
+
+    @property
+    def reach(self) -> str:
+        """From a pod in namespace mode, cluster DNS; from outside, or to a vCluster's services, a port-forward."""
+        from playbooks.shellenv import FORWARDED, IN_CLUSTER, in_pod
+
+        return IN_CLUSTER if self.mode == "namespace" and in_pod() else FORWARDED
 
     def managed_deployments(self) -> list[dict]:
         """The Deployments the playbooks made in the namespace, read once per status."""

@@ -23,7 +23,22 @@ def config_errors():
         reason = re.sub(r"\(\{.*\}\)", "(...)", " ".join(line.strip() for line in text[:3])) or type(error).__name__
         variables = [k for k, v in os.environ.items() if k.startswith("INVOKE_") and v and repr(v) in str(error)]
         where = variables[0] if variables else f"invoke.yaml in {os.getcwd()} (or ~/.invoke.yaml)"
-        raise Exit(f"error: cannot load the configuration ({reason}): fix {where}", code=1) from None
+        message = f"cannot load the configuration ({reason}): fix {where}"
+        json_failure(message)
+        raise Exit(f"error: {message}", code=1) from None
+
+
+def json_failure(message: str) -> None:
+    """A run with --json that fails before its task starts still prints its one document."""
+    import sys
+
+    from playbooks import jsonout
+
+    args = sys.argv[1:]
+    if "--json" in args:
+        task = next((arg for arg in args if arg in jsonout.TASKS), None)
+        if task:
+            jsonout.write(jsonout.failure(task, message))
 
 
 class PlaybooksProgram(Program):

@@ -8,7 +8,7 @@ from playbooks.defaults import DEFAULTS
 # Loaded by `invoke` too, before invoke reads invoke.yaml: its own config errors become one line.
 config_check.install_load_error_hook()
 
-ns = Collection(root.target, root.up, root.down, root.status, root.smoke)
+ns = Collection(root.target, root.up, root.down, root.status, root.smoke, root.env)
 defaults = dict(DEFAULTS)
 for service in registry.services():
     ns.add_collection(service.collection)

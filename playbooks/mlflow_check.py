@@ -1,4 +1,11 @@
-"""The MLflow round trip: log a param, a metric and an artifact, read them back, find the object in S3."""
+"""The MLflow round trip: log a param, a metric and an artifact, read them back, find the object in S3.
+
+The check writes only to its own experiment, datalab-playbooks-smoke. After a pass it deletes
+what it wrote -- the artifact, the run, and the experiment once no run is left in it -- so the
+user's experiment list and runs are as before; `keep=True` (smoke --keep) keeps them. After a
+failure they are kept, to look at. Deleting is MLflow's soft delete, as the UI's Delete button:
+`mlflow gc` on the server removes deleted runs and experiments for good.
+"""
 
 from __future__ import annotations
 
@@ -74,20 +81,56 @@ def round_trip(
     prefix: str = "",
     service: str = "mlflow",
     local_root: str | Path | None = None,
+    keep: bool = False,
 ) -> Report:
     """Run the check; the report says which step failed and why. Never raises for a failed check."""
     report = Report(service)
     token = os.urandom(6).hex()
     text = f"datalab-playbooks smoke {token}\n"
+    made: dict = {}
     with client_environment():
         try:
-            _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root)
+            _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root, made)
+            if keep:
+                report.skip("clean up", f"--keep: run {made['run_id']} kept in experiment {EXPERIMENT}")
+            else:
+                clean_up(report, tracking_uri, made)
         except CheckFailed:
             pass
     return report
 
 
-def _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root) -> None:
+def clean_up(report: Report, tracking_uri: str, made: dict) -> None:
+    """Delete the artifact and the run the check made, then its experiment when no run is left in it."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    with report.step("clean up") as info:
+        try:
+            get_artifact_repository(made["artifact_uri"], tracking_uri=tracking_uri).delete_artifacts()
+            client.delete_run(made["run_id"])
+            left = client.search_runs([made["experiment_id"]], run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+            if not left:
+                client.delete_experiment(made["experiment_id"])
+        except Exception as error:
+            raise CheckFailed(explain(error, tracking_uri)) from error
+        gone = "artifact, run and experiment" if not left else f"artifact and run ({EXPERIMENT} holds other runs)"
+        info["detail"] = f"deleted the {gone}"
+
+
+def restore(client, experiment_id: str) -> None:
+    """Bring back the check's experiment, deleted after an earlier pass. MLflow restores every run in it
+    with it: those were deleted, and are deleted again."""
+    from mlflow.entities import ViewType
+
+    client.restore_experiment(experiment_id)
+    for run in client.search_runs([experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000):
+        client.delete_run(run.info.run_id)
+
+
+def _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root, made) -> None:
     with report.step("import client"):
         from mlflow import MlflowClient
         from mlflow.artifacts import download_artifacts
@@ -101,10 +144,11 @@ def _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root) ->
             else:
                 experiment_id = experiment.experiment_id
                 if experiment.lifecycle_stage == "deleted":
-                    client.restore_experiment(experiment_id)
+                    restore(client, experiment_id)
         except Exception as error:
             raise CheckFailed(explain(error, tracking_uri)) from error
         info["detail"] = f"{EXPERIMENT} (id {experiment_id})"
+        made["experiment_id"] = experiment_id
 
     with report.step("log run") as info:
         try:
@@ -118,6 +162,7 @@ def _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root) ->
         except Exception as error:
             raise CheckFailed(explain(error, tracking_uri)) from error
         info["detail"] = f"run {run_id}"
+        made["run_id"] = run_id
 
     with report.step("read back") as info:
         fresh = MlflowClient(tracking_uri=tracking_uri)
@@ -137,6 +182,7 @@ def _steps(report, tracking_uri, s3, bucket, prefix, token, text, local_root) ->
         if content != text:
             raise CheckFailed("the artifact read back differs from the one logged")
         info["detail"] = "param, metric and artifact match"
+        made["artifact_uri"] = data.info.artifact_uri
 
     if local_root is not None:
         with report.step("artifact on disk") as info:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from playbooks.backends import ClusterBackend, LocalBackend
     from playbooks.deploy import Plan
     from playbooks.report import Report
+    from playbooks.shellenv import EnvVar
     from playbooks.target import Target
 
 
@@ -72,6 +73,11 @@ class ClusterPart:
         tear_down(backend.kubectl, self.service, name, purge)
 
     def smoke_reports(self, backend: ClusterBackend, **options) -> list[Report]:
+        """Its smoke checks; `keep=True` (smoke --keep) keeps what a check wrote, which it deletes after a pass."""
+        return []
+
+    def env(self, backend: ClusterBackend) -> list[EnvVar]:
+        """The shell variables that reach it from where the caller is (backend.reach), secrets by reference."""
         return []
 
     def logs(self, backend: ClusterBackend, lines: int, name: str | None = None, **options) -> str:
@@ -109,11 +115,21 @@ class LocalPart:
 
         rows = []
         for name, record in local.processes(backend.c, self.service).items():
-            ports = ", ".join(f"{k} {v}" for k, v in (record.get("ports") or {}).items())
-            rows.append((self.service, name, f"{local.health(record)} (pid {record.get('pid')})", ports))
+            ports = record.get("ports") or {}
+            addresses = ", ".join(self.url(kind, port) for kind, port in ports.items())
+            rows.append((self.service, name, f"{local.health(record)} (pid {record.get('pid')})", addresses))
         return rows
 
+    def url(self, kind: str, port: int) -> str:
+        """A full address for a port of its processes (its state names the kind: http, tcp, proxy, ...)."""
+        scheme = {"tcp": "tcp", "proxy": "gateway"}.get(kind, "http")
+        return f"{scheme}://127.0.0.1:{port}"
+
     def smoke_reports(self, backend: LocalBackend, **options) -> list[Report]:
+        return []
+
+    def env(self, backend: LocalBackend) -> list[EnvVar]:
+        """The shell variables that reach its processes, secrets by reference."""
         return []
 
     def logs(self, backend: LocalBackend, lines: int, **options) -> str:

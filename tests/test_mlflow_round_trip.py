@@ -1,8 +1,11 @@
 """The MLflow smoke check against a real tracking server and a real S3-protocol server."""
 
-import pytest
+import os
 
-from playbooks.mlflow_check import ARTIFACT, artifact_key, round_trip
+import pytest
+from mlflow import MlflowClient
+
+from playbooks.mlflow_check import ARTIFACT, EXPERIMENT, artifact_key, round_trip
 from playbooks.s3 import s3_from_env
 
 pytestmark = pytest.mark.slow
@@ -10,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_round_trip_passes_and_artifact_lands_in_bucket(mlflow_server, s3_server):
     s3 = s3_from_env(s3_server.env())
-    report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
+    report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix, keep=True)
     assert report.ok, report.render()
     assert [s.name for s in report.steps] == [
         "import client",
@@ -18,8 +21,10 @@ def test_round_trip_passes_and_artifact_lands_in_bucket(mlflow_server, s3_server
         "log run",
         "read back",
         "artifact in bucket",
+        "clean up",
     ]
-    where = report.steps[-1].detail
+    assert report.steps[-1].detail.startswith("skipped: --keep: run ")
+    where = report.steps[-2].detail
     assert where.startswith(f"s3://{s3_server.bucket}/{mlflow_server.prefix}/") and where.endswith(ARTIFACT)
     key = where.removeprefix(f"s3://{s3_server.bucket}/")
     body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
@@ -27,18 +32,78 @@ def test_round_trip_passes_and_artifact_lands_in_bucket(mlflow_server, s3_server
 
 
 def test_round_trip_fails_when_the_object_is_not_where_the_server_says(mlflow_server, s3_server):
-    """Verification is real: pointing it at the wrong prefix must fail that step."""
+    """Verification is real: pointing it at the wrong prefix must fail that step (and keep the run, to look at)."""
     s3 = s3_from_env(s3_server.env())
     report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix="elsewhere")
     assert not report.ok
     assert report.steps[-1].name == "artifact in bucket"
     assert "is not in the bucket" in report.failure
+    run_id = report.steps[2].detail.removeprefix("run ")
+    assert MlflowClient(mlflow_server.url).get_run(run_id).info.lifecycle_stage == "active"
+
+
+def workspace(url: str) -> tuple[list, list]:
+    """What a user sees: the active experiments and every active run in them, as (id, name) and (id, status)."""
+    client = MlflowClient(url)
+    experiments = sorted((e.experiment_id, e.name) for e in client.search_experiments())
+    runs = sorted(
+        (r.info.run_id, r.info.status) for r in client.search_runs([e for e, _ in experiments], max_results=1000)
+    )
+    return experiments, runs
+
+
+def bucket_keys(s3_server, prefix: str) -> set[str]:
+    listed = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix=f"{prefix}/")
+    return {item["Key"] for item in listed.get("Contents", [])}
+
+
+def test_a_passing_check_leaves_the_workspace_as_it_was(mlflow_server, s3_server):
+    """The user's experiments and runs, and the bucket, are the same before and after a passing check;
+    a run of the user's own, made first, is untouched."""
+    client = MlflowClient(mlflow_server.url)
+    mine = client.create_run(client.create_experiment(f"user-{os.urandom(3).hex()}")).info.run_id
+    client.log_metric(mine, "loss", 0.5)
+    before, objects = workspace(mlflow_server.url), bucket_keys(s3_server, mlflow_server.prefix)
+    assert mine in {run_id for run_id, _ in before[1]}
+    s3 = s3_from_env(s3_server.env())
+
+    report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
+    assert report.ok, report.render()
+    assert report.steps[-1].name == "clean up" and report.steps[-1].detail == "deleted the artifact, run and experiment"
+    assert workspace(mlflow_server.url) == before
+    assert bucket_keys(s3_server, mlflow_server.prefix) == objects
+    assert client.get_experiment_by_name(EXPERIMENT).lifecycle_stage == "deleted"
+    assert client.get_run(mine).data.metrics == {"loss": 0.5}
+
+    # The next check restores its experiment, and cleans up again.
+    again = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
+    assert again.ok, again.render()
+    assert workspace(mlflow_server.url) == before
+
+
+def test_keep_leaves_the_run_its_artifact_and_experiment(mlflow_server, s3_server):
+    s3 = s3_from_env(s3_server.env())
+    before = bucket_keys(s3_server, mlflow_server.prefix)
+    report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix, keep=True)
+    assert report.ok, report.render()
+    run_id = report.steps[2].detail.removeprefix("run ")
+    client = MlflowClient(mlflow_server.url)
+    assert client.get_run(run_id).info.lifecycle_stage == "active"
+    assert client.get_experiment_by_name(EXPERIMENT).lifecycle_stage == "active"
+    added = bucket_keys(s3_server, mlflow_server.prefix) - before
+    assert [key for key in added if run_id in key and key.endswith(ARTIFACT)], added
+    # A later check without --keep deletes only its own run: the kept one stays, and so does the experiment.
+    later = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
+    assert later.ok and later.steps[-1].detail.startswith("deleted the artifact and run"), later.render()
+    assert client.get_run(run_id).info.lifecycle_stage == "active"
+    client.delete_run(run_id)
 
 
 def test_round_trip_without_credentials_skips_only_the_bucket_step(mlflow_server):
     report = round_trip(mlflow_server.url)
     assert report.ok
-    assert report.steps[-1].detail.startswith("skipped")
+    skipped = [step.name for step in report.steps if step.detail.startswith("skipped")]
+    assert skipped == ["artifact in bucket"], report.render()
 
 
 def test_host_header_refusal_is_a_clear_failure(strict_mlflow_server):

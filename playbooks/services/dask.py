@@ -37,6 +37,7 @@ from playbooks.render import (
 )
 from playbooks.report import Report, Step, require_passed
 from playbooks.services import dask_local
+from playbooks.shellenv import FORWARD_PORTS, IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target
 
 SERVICE = "dask"
@@ -277,6 +278,28 @@ class DaskOnCluster(ClusterPart):
     def address(self, backend: ClusterBackend, instance: str) -> str:
         return f"tcp://{instance}-scheduler.{backend.namespace}.svc:{SCHEDULER_PORT}"
 
+    def env(self, backend: ClusterBackend) -> list[EnvVar]:
+        instance = preferred(deployed_instances(backend.kubectl, SERVICE), backend.c.config.dask.name)
+        if instance is None:
+            return []
+        if backend.reach == IN_CLUSTER:
+            host = in_cluster_host(f"{instance}-scheduler", backend.namespace)
+            return [
+                EnvVar("DASK_SCHEDULER_ADDRESS", f"tcp://{host}:{SCHEDULER_PORT}"),
+                EnvVar("DASK_DASHBOARD_URL", f"http://{host}:{DASHBOARD_PORT}/status"),
+            ]
+        scheduler, dashboard = FORWARD_PORTS["dask"], FORWARD_PORTS["dask_dashboard"]
+        forward = backend.kubectl_command(
+            "port-forward",
+            f"service/{instance}-scheduler",
+            f"{scheduler}:{SCHEDULER_PORT}",
+            f"{dashboard}:{DASHBOARD_PORT}",
+        )
+        return [
+            EnvVar("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{scheduler}", comment=f"through: {forward}"),
+            EnvVar("DASK_DASHBOARD_URL", f"http://127.0.0.1:{dashboard}/status"),
+        ]
+
     def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
         instance = _instance(backend.c, name)
         kubectl = backend.kubectl
@@ -391,6 +414,16 @@ class DaskLocal(LocalPart):
 
     def status(self, backend: LocalBackend, **_) -> None:
         dask_local.status(backend.c)
+
+    def env(self, backend: LocalBackend) -> list[EnvVar]:
+        ports = dask_local.running_ports(backend.c)
+        if ports is None:
+            return []
+        scheduler, dashboard = ports
+        return [
+            EnvVar("DASK_SCHEDULER_ADDRESS", dask_local.address(scheduler)),
+            EnvVar("DASK_DASHBOARD_URL", f"http://127.0.0.1:{dashboard}/status"),
+        ]
 
     def dashboard(self, backend: LocalBackend, name: str) -> None:
         url = dask_local.dashboard_url(backend.c)

@@ -231,6 +231,14 @@ def print_access(port: int, dashboard: int) -> None:
     print(f"dask: dashboard    http://127.0.0.1:{dashboard}/status")
 
 
+def running_ports(c) -> tuple[int, int] | None:
+    """The running scheduler's (scheduler, dashboard) ports, or None."""
+    state = local.processes(c, SERVICE).get(SCHEDULER)
+    if not local.alive(state):
+        return None
+    return state["ports"]["tcp"], state["ports"]["dashboard"]
+
+
 def dashboard_url(c) -> str | None:
     state = local.processes(c, SERVICE).get(SCHEDULER)
     if not local.alive(state):

@@ -7,6 +7,7 @@ The chart and its values are in gateway_chart, the Secret, CRDs and releases in 
 
 from __future__ import annotations
 
+import shlex
 from functools import partial
 
 from invoke import Collection
@@ -55,6 +56,7 @@ from playbooks.services.gateway_cluster import (
     store_password,
     traefik_ports,
 )
+from playbooks.shellenv import FORWARD_PORTS, IN_CLUSTER, EnvVar, preferred
 
 SERVICE = "gateway"
 __all__ = [  # what the tests and benchmarks read from here
@@ -113,6 +115,32 @@ def check_tools(helm: Helm, kubectl: Kubectl) -> None:
     preflight.require([helm_shortfalls, partial(preflight.kubectl_shortfalls, kubectl.binary, kubectl.command())])
 
 
+def forward_ports(web: int, tcp: int) -> tuple[int, int]:
+    """The local ports of the port-forward to Traefik: 8000, and 8001 for a separate scheduler proxy port."""
+    local_web = FORWARD_PORTS["gateway"]
+    return local_web, local_web if tcp == web else FORWARD_PORTS["gateway_proxy"]
+
+
+def forward_command(backend: ClusterBackend, release: str, web: int, tcp: int) -> str:
+    local_web, local_tcp = forward_ports(web, tcp)
+    pairs = [f"{local_web}:{web}"] if tcp == web else [f"{local_web}:{web}", f"{local_tcp}:{tcp}"]
+    return backend.kubectl_command("port-forward", f"service/{traefik_service(release)}", *pairs)
+
+
+def gateway_env(address: str, proxy: str, password_command: str, comment: str = "") -> list[EnvVar]:
+    """The variables dask-gateway's client reads (gateway.address, .proxy-address, .auth): Gateway() needs no argument."""
+    return [
+        EnvVar("DASK_GATEWAY__ADDRESS", address, comment=comment),
+        EnvVar("DASK_GATEWAY__PROXY_ADDRESS", proxy),
+        EnvVar("DASK_GATEWAY__AUTH__TYPE", "basic"),
+        EnvVar(
+            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD",
+            command=password_command,
+            comment="the password, read where it is kept",
+        ),
+    ]
+
+
 class GatewayOnCluster(ClusterPart):
     def validate(self, c, chart=None, release=None, timeout=None, **_) -> None:
         _release(c, release)
@@ -160,14 +188,33 @@ class GatewayOnCluster(ClusterPart):
         web, tcp = ports
         service = traefik_service(instance)
         host = in_cluster_host(service, backend.namespace)
-        forward = ["8000:" + str(web)] if tcp == web else ["8000:" + str(web), f"8786:{tcp}"]
-        local_tcp = 8000 if tcp == web else 8786
+        local_web, local_tcp = forward_ports(web, tcp)
         print(f"{instance}: address          http://{host}:{web}")
         print(f"{instance}: proxy address    gateway://{host}:{tcp}")
-        print(f"{instance}: port-forward     {backend.kubectl_command('port-forward', f'service/{service}', *forward)}")
+        print(f"{instance}: port-forward     {forward_command(backend, instance, web, tcp)}")
         print(
-            f'{instance}: then             Gateway("http://localhost:8000", proxy_address="gateway://localhost:{local_tcp}", '
+            f'{instance}: then             Gateway("http://localhost:{local_web}", proxy_address="gateway://localhost:{local_tcp}", '
             f'auth=BasicAuth("<any user name>", password))'
+        )
+        print(f'{instance}: or               eval "$(playbooks env)"; Gateway()')
+
+    def env(self, backend: ClusterBackend) -> list[EnvVar]:
+        release = preferred(deployed_releases(backend.kubectl), backend.c.config.gateway.release)
+        ports = traefik_ports(backend.kubectl, release) if release else None
+        if ports is None:
+            return []
+        web, tcp = ports
+        password = backend.kubectl_command("get", f"secret/{secret_name(release)}", "-o", "jsonpath={.data.password}")
+        reading = f"{password} | base64 -d"
+        if backend.reach == IN_CLUSTER:
+            host = in_cluster_host(traefik_service(release), backend.namespace)
+            return gateway_env(f"http://{host}:{web}", f"gateway://{host}:{tcp}", reading)
+        local_web, local_tcp = forward_ports(web, tcp)
+        return gateway_env(
+            f"http://127.0.0.1:{local_web}",
+            f"gateway://127.0.0.1:{local_tcp}",
+            reading,
+            f"through: {forward_command(backend, release, web, tcp)}",
         )
 
     def rows(self, backend: ClusterBackend) -> list[tuple[str, ...]]:
@@ -286,6 +333,13 @@ class GatewayLocal(LocalPart):
 
     def smoke_reports(self, backend: LocalBackend, **_) -> list[Report]:
         return gateway_local.smoke_reports(backend.c)
+
+    def env(self, backend: LocalBackend) -> list[EnvVar]:
+        state = gateway_local.running(backend.c)
+        if state is None:
+            return []
+        api, proxy = gateway_local.addresses(state)
+        return gateway_env(api, proxy, shlex.join(["cat", str(gateway_local.password_file(backend.c))]))
 
     def logs(self, backend: LocalBackend, lines: int, **_) -> str:
         return gateway_local.logs(backend.c, int(lines))

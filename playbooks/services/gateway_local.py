@@ -216,6 +216,12 @@ def stop_leftovers(c, grace: float) -> list[tuple[int, str]]:
 # ---------------------------------------------------------------- status, access, smoke, logs
 
 
+def running(c) -> dict | None:
+    """The state of the running gateway server, or None."""
+    state = local.processes(c, SERVICE).get(SERVICE)
+    return state if local.alive(state) else None
+
+
 def addresses(state: dict) -> tuple[str, str]:
     ports = state["ports"]
     return f"http://127.0.0.1:{ports['http']}", f"gateway://127.0.0.1:{ports['proxy']}"

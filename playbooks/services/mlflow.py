@@ -29,6 +29,7 @@ from playbooks.s3 import (
     validate_prefix,
 )
 from playbooks.services import mlflow_local, storage_cluster
+from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target, validate_namespace
 
 SERVICE = "mlflow"
@@ -177,6 +178,16 @@ class MlflowOnCluster(ClusterPart):
     def address(self, backend: ClusterBackend, instance: str) -> str:
         return f"http://{instance}.{backend.namespace}.svc:{backend.c.config.mlflow.port}"
 
+    def env(self, backend: ClusterBackend) -> list[EnvVar]:
+        instance = preferred(deployed_instances(backend.kubectl, SERVICE), backend.c.config.mlflow.name)
+        if instance is None:
+            return []
+        port = int(backend.c.config.mlflow.port)
+        if backend.reach == IN_CLUSTER:
+            return [EnvVar("MLFLOW_TRACKING_URI", self.address(backend, instance))]
+        forward = backend.kubectl_command("port-forward", f"service/{instance}", f"{port}:{port}")
+        return [EnvVar("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}", comment=f"through: {forward}")]
+
     def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
         tear_down(backend.kubectl, SERVICE, _instance(backend.c, name), purge)
 
@@ -192,7 +203,7 @@ class MlflowOnCluster(ClusterPart):
             print(f"{inst}: {'ready' if ready >= want else 'NOT ready'} ({ready}/{want} replicas)")
             self.access(backend, inst)
 
-    def smoke_reports(self, backend: ClusterBackend, name=None, **_) -> list[Report]:
+    def smoke_reports(self, backend: ClusterBackend, name=None, keep: bool = False, **_) -> list[Report]:
         """Round-trip every deployed MLflow instance (or the one named)."""
         kubectl = backend.kubectl
         instances = [name] if name else deployed_instances(kubectl, SERVICE)
@@ -208,7 +219,7 @@ class MlflowOnCluster(ClusterPart):
 
             def check(endpoint, inst=inst, bucket=bucket, prefix=prefix) -> Report:
                 print(f"{inst}: checking {endpoint.url()} via {endpoint.how}", flush=True)
-                return round_trip(endpoint.url(), s3=s3, bucket=bucket, prefix=prefix, service=inst)
+                return round_trip(endpoint.url(), s3=s3, bucket=bucket, prefix=prefix, service=inst, keep=keep)
 
             report = check_service(kubectl, inst, [int(backend.c.config.mlflow.port)], check)
             print(report.render(), flush=True)
@@ -237,8 +248,12 @@ class MlflowLocal(LocalPart):
     def status(self, backend: LocalBackend, **_) -> None:
         mlflow_local.status(backend.c)
 
-    def smoke_reports(self, backend: LocalBackend, **_) -> list[Report]:
-        return mlflow_local.smoke_reports(backend.c)
+    def smoke_reports(self, backend: LocalBackend, keep: bool = False, **_) -> list[Report]:
+        return mlflow_local.smoke_reports(backend.c, keep)
+
+    def env(self, backend: LocalBackend) -> list[EnvVar]:
+        url = mlflow_local.tracking_uri(backend.c)
+        return [EnvVar("MLFLOW_TRACKING_URI", url)] if url else []
 
     def logs(self, backend: LocalBackend, lines: int, **_) -> str:
         return mlflow_local.logs(backend.c, int(lines))
@@ -294,12 +309,18 @@ def artifact_destination(deployment: dict) -> tuple[str | None, str]:
     return None, ""
 
 
-@task(help={"name": "Name of the service (default: every deployed instance).", **TARGET_HELP})
-def smoke(c, name=None, namespace=None, mode=None):
-    """Prove MLflow works: log a param, metric and artifact, read them back, find the object in S3."""
+@task(
+    help={
+        "name": "Name of the service (default: every deployed instance).",
+        "keep": "Keep the check's run, artifact and experiment (datalab-playbooks-smoke); by default a pass deletes them.",
+        **TARGET_HELP,
+    }
+)
+def smoke(c, name=None, keep=False, namespace=None, mode=None):
+    """Prove MLflow works: log a param, metric and artifact, read them back, find the object in S3; then clean up."""
     instance = _instance(c, name) if name else None
     backend = backend_for(c, namespace, mode)
-    reports = backend.smoke_reports([SERVICE_SPEC], {SERVICE: {"name": instance}})
+    reports = backend.smoke_reports([SERVICE_SPEC], {SERVICE: {"name": instance, "keep": keep}})
     if not reports:
         where = "running on this machine" if backend.mode == "local" else f"deployed {backend.where()}"
         raise PlaybookError(f"mlflow is not {where}: run `invoke mlflow.up`")

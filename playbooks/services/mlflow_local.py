@@ -130,7 +130,15 @@ def status(c) -> bool:
     return health == "healthy"
 
 
-def smoke_reports(c) -> list[Report]:
+def tracking_uri(c) -> str | None:
+    """The running server's URL, or None when it is not running."""
+    state = local.processes(c, SERVICE).get(SERVICE)
+    if not local.alive(state):
+        return None
+    return f"http://127.0.0.1:{state['ports']['http']}"
+
+
+def smoke_reports(c, keep: bool = False) -> list[Report]:
     state = local.processes(c, SERVICE).get(SERVICE)
     if not state:
         return []
@@ -156,7 +164,7 @@ def smoke_reports(c) -> list[Report]:
     url = f"http://127.0.0.1:{state['ports']['http']}"
     print(f"mlflow: checking {url} (local process)", flush=True)
     local_root = None if destination.startswith("s3://") else destination
-    report = round_trip(url, s3=s3, bucket=bucket, prefix=prefix, local_root=local_root)
+    report = round_trip(url, s3=s3, bucket=bucket, prefix=prefix, local_root=local_root, keep=keep)
     print(report.render(), flush=True)
     return [report]
 
