@@ -97,8 +97,13 @@ class Backend:
         self.c = c
         self.dry_run = dry_run
 
-    def part(self, service: Service):
+    def part(self, service: Service, installing: bool = False):
+        """The service's part for this backend; refused where it cannot run (installing: for `up`)."""
         raise NotImplementedError
+
+    def offline_part(self, service: Service):
+        """The part whose offline checks apply, known before any API call."""
+        return self.part(service)
 
     def where(self) -> str:
         raise NotImplementedError
@@ -115,9 +120,9 @@ class Backend:
 
     def down(self, services: list[Service], purge: bool, options: dict[str, dict] | None = None) -> None:
         options = options or {}
+        for service in services:
+            self.offline_part(service).validate_down(self.c, **options.get(service.name, {}))
         parts = [(service, self.part(service)) for service in services]
-        for service, part in parts:
-            part.validate_down(self.c, **options.get(service.name, {}))
         for service, part in reversed(parts):
             part.down(self, purge, **options.get(service.name, {}))
 
@@ -175,7 +180,7 @@ class LocalBackend(Backend):
         if self.dry_run:
             raise PlaybookError(f"--dry-run is for the cluster modes; in local mode {what} (leave --dry-run out)")
 
-    def part(self, service: Service):
+    def part(self, service: Service, installing: bool = False):
         if service.local is None:
             raise service.refuse("local")
         return service.local
@@ -280,9 +285,16 @@ class ClusterBackend(Backend):
         """A kubectl command line for the user to run against this target."""
         return shlex.join(["kubectl", *self.target.kubectl_flags(), *args])
 
-    def part(self, service: Service):
-        if not service.supports(self.mode):
+    def part(self, service: Service, installing: bool = False):
+        # Reading, checking and removing work in any cluster mode (they find nothing where
+        # nothing was installed); installing only where the service can run.
+        if service.cluster is None or (installing and not service.supports(self.mode)):
             raise service.refuse(self.mode)
+        return service.cluster
+
+    def offline_part(self, service: Service):
+        if service.cluster is None:
+            raise service.refuse(self._mode or "namespace")
         return service.cluster
 
     def where(self) -> str:
@@ -340,10 +352,8 @@ class ClusterBackend(Backend):
 
         # Validate and plan everything before the first write.
         for service in services:
-            if service.cluster is None:
-                raise service.refuse(self._mode or "namespace")
-            service.cluster.validate(self.c, **options.get(service.name, {}))
-        parts = [(service, self.part(service)) for service in services]
+            self.offline_part(service).validate(self.c, **options.get(service.name, {}))
+        parts = [(service, self.part(service, installing=True)) for service in services]
         plans, jobs = [], {}
         for service, part in parts:
             plan = part.plan(self, **options.get(service.name, {}))

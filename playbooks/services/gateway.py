@@ -237,7 +237,7 @@ class GatewayOnCluster(ClusterPart):
         existing = helm.release(name)
         doomed = kubectl.names(["secrets"], managed_selector(AUTH, name))
         # The CRDs are found in the cluster by their group: no chart download (and no network) for a down.
-        crds = installed_crds(kubectl) if purge else []
+        crds = installed_crds(kubectl) if purge and backend.mode == "vcluster" else []
         if not (existing or doomed or crds):
             print(f"{name}: nothing installed in namespace {backend.namespace}")
             return
@@ -253,7 +253,9 @@ class GatewayOnCluster(ClusterPart):
         if not backend.dry_run:
             for item in doomed + crds:
                 print(f"{name}: deleted {item}")
-        if not purge:
+        if purge and backend.mode != "vcluster":
+            print(f"{name}: CRDs are cluster-scoped; namespace mode cannot delete them")
+        elif not purge:
             print(f"{name}: kept the chart's CRDs (cluster-wide; pass --purge to delete them)")
 
     def status(self, backend: ClusterBackend, release=None, show_password=False) -> None:
