@@ -1,5 +1,7 @@
 """Preflight pieces on real things: an S3 server's HeadBucket answers, a kubectl binary's version."""
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,28 @@ def test_kubectl_version_is_checked(tmp_path, version, too_old):
         ]
     else:
         assert found == []
+
+
+def test_a_kubectl_version_is_remembered_until_the_binary_changes(tmp_path, monkeypatch):
+    """A no-op `up` starts no `kubectl version`: the answer is kept (0600, private_dir) per binary file."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(preflight, "_kubectl_versions", {})
+    runs = tmp_path / "runs"
+    binary = fake_kubectl(tmp_path, "1.30.1")
+    script = Path(binary)
+    script.write_text(script.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\necho run >> {runs}\n"))
+
+    def ask() -> tuple[int, int, str]:
+        preflight._kubectl_versions.clear()  # a new process
+        return preflight.kubectl_version(binary, find_command(binary, "install kubectl"))
+
+    assert ask() == (1, 30, "1.30.1") and ask() == (1, 30, "1.30.1")
+    assert runs.read_text().count("run") == 1, "asked again although the binary did not change"
+    remembered = tmp_path / f"datalab-playbooks-{os.getuid()}" / preflight.VERSIONS_FILE
+    assert stat.S_IMODE(remembered.stat().st_mode) == 0o600
+    script.write_text(script.read_text().replace("1.30.1", "1.20.0").replace('"30"', '"20"'))  # replaced in place
+    assert ask() == (1, 20, "1.20.0")
+    assert runs.read_text().count("run") == 2
 
 
 def test_the_real_kubectl_is_new_enough():
