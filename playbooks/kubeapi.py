@@ -121,9 +121,9 @@ class Client:
             token = self._token_file.read_text().strip()
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self, timeout: float, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop(), True
         import http.client
 
@@ -141,7 +141,8 @@ class Client:
     def request(
         self, method: str, path: str, timeout: float, body: bytes | None = None, content_type: str | None = None
     ) -> Response | None:
-        """One call, within `timeout` seconds for each step (connect, send, each read); None when no answer came."""
+        """One call, answered within `timeout` seconds (each socket step gets what is left, and the body is
+        read in pieces against the same deadline); None when no usable answer came in time."""
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if content_type:
             headers["Content-Type"] = content_type
@@ -150,17 +151,17 @@ class Client:
         except OSError:
             return None  # an unreadable token file: kubectl says why
         deadline = time.monotonic() + timeout
-        for _ in range(2):  # a kept-alive connection the server closed meanwhile is tried once more, fresh
+        for attempt in range(2):  # a kept-alive connection the server closed meanwhile: once more, on a new one
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            connection, reused = self._connection(remaining)
+            connection, reused = self._connection(remaining, fresh=attempt > 0)
             try:
                 if connection.sock is not None:
                     connection.sock.settimeout(remaining)
                 connection.request(method, self.prefix + path, body=body, headers=headers)
                 answer = connection.getresponse()
-                data = answer.read()
+                data = _read(connection, answer, deadline)
             except Exception:  # no answer of any kind (refused, TLS, deadline, reset): kubectl says why
                 connection.close()
                 if reused:
@@ -186,6 +187,22 @@ class Client:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+
+def _read(connection: http.client.HTTPConnection, answer: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The whole body by the deadline: a server that drips its answer does not hold the call past it."""
+    pieces = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the answer did not arrive in time")
+        if connection.sock is not None:
+            connection.sock.settimeout(remaining)
+        piece = answer.read1(1 << 16)  # what has come (read() would wait for all of it)
+        if not piece:
+            answer.close()  # done: the connection may carry the next request (the socket stays open)
+            return b"".join(pieces)
+        pieces.append(piece)
 
 
 # ---------------------------------------------------------------- credentials

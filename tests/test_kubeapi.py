@@ -6,8 +6,12 @@ Its requests are tested against a real API server in tests/e2e/test_kubeapi_e2e.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +123,74 @@ def test_kinds_it_does_not_know_go_to_kubectl():
     assert kubeapi.list_kinds(client, ["customresourcedefinitions.apiextensions.k8s.io"], "ns1", None, 5) is None
     assert kubeapi.RESOURCES["deployments.apps"] == ("apps/v1", "Deployment")
     assert kubeapi.RESOURCES["pods"] == ("v1", "Pod")
+
+
+def serve_once(answer) -> tuple[str, threading.Thread, socket.socket]:
+    """A plain-HTTP server on 127.0.0.1 whose one connection is handled by answer(connection)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            answer(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread, listener
+
+
+def test_a_dripping_answer_is_cut_at_the_deadline():
+    def drip(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range(100):
+                conn.sendall(b"x")
+                time.sleep(0.1)
+
+    server, _, listener = serve_once(drip)
+    with listener:
+        client = kubeapi.Client(server, None, None, TOKEN, None)
+        started = time.monotonic()
+        assert client.request("GET", "/api", timeout=1) is None
+        assert time.monotonic() - started < 2
+
+
+def test_an_answer_in_time_is_read_whole():
+    body = b'{"kind": "APIVersions"}'
+
+    def answer(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    server, _, listener = serve_once(answer)
+    with listener:
+        found = kubeapi.Client(server, None, None, TOKEN, None).request("GET", "/api", timeout=5)
+    assert found == kubeapi.Response(200, body) and found.json() == {"kind": "APIVersions"}
+
+
+def test_one_kept_alive_connection_carries_request_after_request():
+    """Answers read whole leave the connection ready for the next request: one connection, three answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            threading.Thread(target=answer_all, args=(conn,), daemon=True).start()
+
+    def answer_all(conn):
+        with conn, contextlib.suppress(OSError):
+            while conn.recv(65536):
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}")
+
+    threading.Thread(target=serve, daemon=True).start()
+    with listener:
+        client = kubeapi.Client(f"http://127.0.0.1:{listener.getsockname()[1]}", None, None, TOKEN, None)
+        answers = [client.request("GET", f"/api/v1/x{i}", timeout=5) for i in range(3)]
+        client.close()
+    assert answers == [kubeapi.Response(404, b"{}")] * 3
+    assert len(connections) == 1
