@@ -89,7 +89,19 @@ def started(argv: list[str], env: dict[str, str]) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="bench-strace-") as folder:
         trace = os.path.join(folder, "trace")
         run_checked(["strace", "-f", "-qq", "-e", "trace=execve", "-o", trace, *argv], env=env, cwd=ROOT, timeout=120)
-        calls = re.findall(r'^(\d+)\s+execve\("([^"]+)".* = 0$', Path(trace).read_text(), re.MULTILINE)
+        lines = Path(trace).read_text().splitlines()
+    # Calls at the same time are split by strace: `execve("x", ... <unfinished ...>`, later
+    # `<... execve resumed>) = 0` on the same pid.
+    calls, pending = [], {}
+    for line in lines:
+        begun = re.match(r'^(\d+)\s+execve\("([^"]+)"', line)
+        resumed = re.match(r"^(\d+)\s+<\.\.\. execve resumed>.*= 0$", line)
+        if begun and line.endswith("<unfinished ...>"):
+            pending[begun.group(1)] = begun.group(2)
+        elif begun and line.endswith("= 0"):
+            calls.append((begun.group(1), begun.group(2)))
+        elif resumed and resumed.group(1) in pending:
+            calls.append((resumed.group(1), pending.pop(resumed.group(1))))
     root = calls[0][0] if calls else None
     names = [os.path.basename(path) for pid, path in calls if pid != root]
     return [f"{name} x{count}" for name, count in collections.Counter(names).items()]
