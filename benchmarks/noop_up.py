@@ -8,12 +8,16 @@ namespace), deploys MLflow once with `invoke mlflow.up`, then times, interleaved
 `invoke mlflow.up` again (no change) and the baseline, `kubectl apply --server-side
 --field-manager=datalab-playbooks -f -` of the same manifests rendered in-process with
 playbooks.services.mlflow.build_plan. The pieces a no-op `up` is made of are timed in the
-same loop, to show where the time goes. Targets: ratio <= 1.5 and `up` under 2 s.
+same loop, to show where the time goes, and so is `up` with the in-process API client off
+(DATALAB_PLAYBOOKS_DIRECT_API=0: every read a kubectl call, as before playbooks.kubeapi).
+Both sides use one kubectl, the first on the session's PATH (this venv's first), named in the
+output. Targets: ratio <= 1.5 and `up` under 2 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 
@@ -72,6 +76,37 @@ def profile(env: dict[str, str], top: int = 14) -> None:
     print("slowest imports (cumulative microseconds):\n" + "\n".join(slowest))
 
 
+def started(argv: list[str], env: dict[str, str]) -> list[str]:
+    """The programs one run of argv starts (strace -f, successful execve), by name; [] without strace."""
+    import collections
+    import os
+    import re
+    import tempfile
+    from pathlib import Path
+
+    if shutil.which("strace") is None:
+        return []
+    with tempfile.TemporaryDirectory(prefix="bench-strace-") as folder:
+        trace = os.path.join(folder, "trace")
+        run_checked(["strace", "-f", "-qq", "-e", "trace=execve", "-o", trace, *argv], env=env, cwd=ROOT, timeout=120)
+        lines = Path(trace).read_text().splitlines()
+    # Calls at the same time are split by strace: `execve("x", ... <unfinished ...>`, later
+    # `<... execve resumed>) = 0` on the same pid.
+    calls, pending = [], {}
+    for line in lines:
+        begun = re.match(r'^(\d+)\s+execve\("([^"]+)"', line)
+        resumed = re.match(r"^(\d+)\s+<\.\.\. execve resumed>.*= 0$", line)
+        if begun and line.endswith("<unfinished ...>"):
+            pending[begun.group(1)] = begun.group(2)
+        elif begun and line.endswith("= 0"):
+            calls.append((begun.group(1), begun.group(2)))
+        elif resumed and resumed.group(1) in pending:
+            calls.append((resumed.group(1), pending.pop(resumed.group(1))))
+    root = calls[0][0] if calls else None
+    names = [os.path.basename(path) for pid, path in calls if pid != root]
+    return [f"{name} x{count}" for name, count in collections.Counter(names).items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -80,11 +115,19 @@ def main() -> None:
 
     with envtest() as cluster, s3_store() as s3_env:
         session = namespace_session(cluster, "bench-noop", s3_env)
-        env = session.env
+        # One kubectl for both sides: the first on the session's PATH (this venv's, when setup.sh put one
+        # there), named by its absolute path in the baseline and given to `up` as tools.kubectl.
+        binary = shutil.which("kubectl", path=session.env["PATH"])
+        if binary is None:
+            raise SystemExit("no kubectl on PATH")
+        env = {**session.env, "INVOKE_TOOLS_KUBECTL": binary}
+        version = subprocess.run([binary, "version", "--client"], capture_output=True, text=True, timeout=20)
+        kubectl_line = f"kubectl: `{binary}` ({version.stdout.splitlines()[0].strip()}) on both sides"
+        print(kubectl_line, flush=True)
         first = run_checked(invoke_argv("mlflow.up"), env=env, cwd=ROOT, timeout=180)
         print(first.stdout.strip().splitlines()[-4], flush=True)
-        manifests, flags, selector = rendered_manifests(env)
-        kubectl = ["kubectl", *flags]
+        manifests, flags, _ = rendered_manifests(env)
+        kubectl = [binary, *flags]
         ssa = ["--server-side", "--field-manager=datalab-playbooks"]
         # The comparison is fair only if the baseline applies exactly what `up` applied.
         same = subprocess.run([*kubectl, "diff", *ssa, "--force-conflicts", "-f", "-"], input=manifests, env=env,
@@ -99,21 +142,26 @@ def main() -> None:
 
         baseline = "kubectl apply --server-side (baseline)"
         subject = "invoke mlflow.up (no change)"
+        kubectl_only = {**env, "DATALAB_PLAYBOOKS_DIRECT_API": "0"}
         subjects = {
             baseline: call([*kubectl, "apply", *ssa, "-f", "-"], manifests),
             subject: call(invoke_argv("mlflow.up")),
+            "invoke mlflow.up (no change), reads by kubectl": lambda: run_checked(
+                invoke_argv("mlflow.up"), env=kubectl_only, cwd=ROOT, timeout=120
+            ),
             "  part: invoke --list (start-up, imports)": call(invoke_argv("--list")),
             "  part: python -c detect() (imports + 3 API calls)": call([str(BIN / "python"), "-c", DETECT]),
             "  part: kubectl diff --server-side": call(
                 [*kubectl, "diff", *ssa, "--force-conflicts", "-f", "-"], manifests
             ),
-            "  part: kubectl get deployments.apps,pods -o json": call(
-                [*kubectl, "get", "deployments.apps,pods", "-o", "json", "-l", selector]
-            ),
         }
         timings = interleaved(subjects, runs=args.runs, warmup=1, budget=200)
         if args.profile:
             profile(env)
+        children = {
+            "in-process reads": started(invoke_argv("mlflow.up"), env),
+            "reads by kubectl": started(invoke_argv("mlflow.up"), kubectl_only),
+        }
         check = run_checked(invoke_argv("mlflow.up"), env=env, cwd=ROOT, timeout=120).stdout
         if "no change" not in check:
             raise SystemExit(f"mlflow.up was not a no-op:\n{check}")
@@ -121,14 +169,22 @@ def main() -> None:
     rows = timing_rows(list(timings.values()), baseline)
     ratio = timings[subject].median / timings[baseline].median
     results = [verdict(ratio, TARGET_RATIO), verdict(timings[subject].median, TARGET_SECONDS, "median seconds of up")]
-    print(f"\n{table(rows, TIMING_HEADER)}\n\n" + "\n".join(results))
+    spawned = "Processes one no-op `up` starts (strace -f, execve): " + "; ".join(
+        f"{how}: {', '.join(names) or 'none'}" for how, names in children.items()
+    )
+    print(f"\n{table(rows, TIMING_HEADER)}\n\n" + "\n".join(results) + f"\n{spawned}")
     body = (
         "Credentials: namespace mode (the e2e suite's session: ServiceAccount with `edit` in its namespace); "
         "AWS_* of a moto S3 server (asked for the bucket by the first, deploying `up` only). "
-        "`invoke mlflow.up` prints `no change` in every timed run.\n\n"
+        "`invoke mlflow.up` prints `no change` in every timed run.\n"
+        f"{kubectl_line} (`up` gets it as tools.kubectl).\n\n"
         f"{table(rows, TIMING_HEADER)}\n\n"
-        "Rows marked `part` are the steps a no-op `up` runs, timed alone in the same loop "
-        "(ratio against the baseline too).\n\n" + "  \n".join(results) + "\n"
+        "`reads by kubectl`: the same `up` with DATALAB_PLAYBOOKS_DIRECT_API=0 (detection, diff and "
+        "readiness poll as kubectl processes, as before the in-process client). Rows marked `part` are "
+        "pieces timed alone in the same loop (ratio against the baseline too): start-up, detection "
+        "(in-process), and the `kubectl diff` the in-process dry run replaces.\n\n"
+        + "  \n".join(results)
+        + f"\n\n{spawned}\n"
     )
     write_section("noop_up", "2. No-op `invoke mlflow.up` on envtest", COMMAND, body)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from playbooks.errors import PlaybookError
 from playbooks.render import redacted, to_yaml
@@ -76,6 +77,13 @@ class Kubectl:
     def _env(self) -> dict[str, str]:
         return child_env(os.environ, self.target.source.kubeconfig)
 
+    @cached_property
+    def api(self):
+        """The in-process client for reads (playbooks.kubeapi), or None: then every read is a kubectl call."""
+        from playbooks import kubeapi
+
+        return kubeapi.client_for(self.target.source, os.environ)
+
     def argv(self, *args: str) -> list[str]:
         return [self.binary, *self.target.kubectl_flags(), *args]
 
@@ -121,7 +129,17 @@ class Kubectl:
         self.show("apply", *self.server_side_flags(), stdin_docs=docs, note=note)
 
     def differs(self, docs: list[dict], timeout: float = 120) -> bool:
-        """Whether a server-side apply of docs would change anything (a server-side dry run)."""
+        """Whether a server-side apply of docs would change anything (a server-side dry run).
+
+        Asked in-process when the client can (playbooks.kubeapi.differs), else by `kubectl diff`,
+        which also says what is wrong when the dry run fails.
+        """
+        if self.api is not None:
+            from playbooks import kubeapi
+
+            changes = kubeapi.differs(self.api, docs, self.target.namespace, self.field_manager, timeout)
+            if changes is not None:
+                return changes
         diff = self.run("diff", *self.server_side_flags(), stdin=to_yaml(docs), timeout=timeout, check=False)
         if diff.exit_code not in (0, 1):
             raise self.failure(("diff",), diff)
@@ -174,6 +192,13 @@ class Kubectl:
         self.run(*args, timeout=timeout + 15)
 
     def get_json(self, what: str, selector: str | None = None, timeout: float = 20) -> dict:
+        """`kubectl get what -l selector -o json`; in-process for the kinds playbooks.kubeapi knows."""
+        if self.api is not None:
+            from playbooks import kubeapi
+
+            listed = kubeapi.list_kinds(self.api, what.split(","), self.target.namespace, selector, timeout)
+            if listed is not None:
+                return listed
         args = ["get", what, "-o", "json"]
         if selector:
             args += ["-l", selector]

@@ -1,5 +1,8 @@
 """The three questions that decide the mode, asked at once: a SelfSubjectAccessReview for creating
-CRDs, a SelfSubjectRulesReview in the namespace, and a one-item list of vCluster fake nodes."""
+CRDs, a SelfSubjectRulesReview in the namespace, and a one-item list of vCluster fake nodes.
+
+They are asked in-process (playbooks.kubeapi) when the credentials allow; kubectl asks any the
+direct client got no usable answer to, so an error reads as kubectl's (playbooks.apierrors)."""
 
 from __future__ import annotations
 
@@ -81,11 +84,39 @@ def _kubectl_all(binary: str, calls: list[tuple[list[str], str | None]], env: di
     return results
 
 
+def _direct(source: KubeSource, calls: list[tuple[str, str, str | None]], timeout: float, env) -> list:
+    """The calls made in-process (playbooks.kubeapi), at once: a Result for each usable answer, None for the
+    others (no client for these credentials, no answer, an error status), which kubectl then makes."""
+    from playbooks import kubeapi
+
+    client = kubeapi.client_for(source, env)
+    if client is None:
+        return [None] * len(calls)
+
+    def one(method: str, path: str, body: str | None):
+        answer = client.request(method, path, timeout, body.encode() if body else None, "application/json")
+        if answer is None:
+            return None
+        if answer.ok:
+            return Result(0, answer.body.decode(errors="replace"), "")
+        if answer.status == 403 and path == FAKE_NODES_PATH:
+            return FORBIDDEN  # evidence, as kubectl's Forbidden is below
+        return None
+
+    return client.all([lambda call=call: one(*call) for call in calls])
+
+
+# How kubectl reports a refused list of nodes; the direct client's 403 reads the same.
+FORBIDDEN = Result(1, "", "Error from server (Forbidden): nodes is forbidden")
+
+
 def probe(
     source: KubeSource, namespace: str, timeout: float, kubectl: str = "kubectl", env: Mapping[str, str] | None = None
 ) -> Probes:
-    """Ask the API the three questions that decide the mode: three kubectl calls at once, one request each."""
-    env = source.child_env(os.environ if env is None else env)
+    """Ask the API the three questions that decide the mode, one request each, all at once: in-process
+    where the credentials allow (playbooks.kubeapi), else (or for a call without a usable answer) by kubectl."""
+    caller_env = os.environ if env is None else env
+    env = source.child_env(caller_env)
     flags = ["--request-timeout", f"{timeout:g}s", *source.kubeconfig_flags()]
     if source.context:
         flags += ["--context", source.context]
@@ -94,17 +125,25 @@ def probe(
         "kind": "SelfSubjectRulesReview",
         "spec": {"namespace": namespace},
     }
-    review, rules, nodes = _kubectl_all(
-        kubectl,
-        [
-            ([*flags, "create", "--raw", f"{REVIEWS}/selfsubjectaccessreviews", "-f", "-"], json.dumps(ACCESS_REVIEW)),
-            ([*flags, "create", "--raw", f"{REVIEWS}/selfsubjectrulesreviews", "-f", "-"], json.dumps(rules_review)),
-            ([*flags, "get", "--raw", FAKE_NODES_PATH], None),
-        ],
-        env,
-        # A backstop only: kubectl gives up by itself after --request-timeout.
-        2 * timeout + 5,
-    )
+    questions = [
+        ("POST", f"{REVIEWS}/selfsubjectaccessreviews", json.dumps(ACCESS_REVIEW)),
+        ("POST", f"{REVIEWS}/selfsubjectrulesreviews", json.dumps(rules_review)),
+        ("GET", FAKE_NODES_PATH, None),
+    ]
+    answers = _direct(source, questions, timeout, caller_env)
+    missing = [i for i, answer in enumerate(answers) if answer is None]
+    if missing:
+        argv = {"POST": lambda path: ["create", "--raw", path, "-f", "-"], "GET": lambda path: ["get", "--raw", path]}
+        asked = _kubectl_all(
+            kubectl,
+            [([*flags, *argv[questions[i][0]](questions[i][1])], questions[i][2]) for i in missing],
+            env,
+            # A backstop only: kubectl gives up by itself after --request-timeout.
+            2 * timeout + 5,
+        )
+        for i, result in zip(missing, asked, strict=True):
+            answers[i] = result
+    review, rules, nodes = answers
     allowed = _answer(review, source, "checking access").get("status") or {}
     status = _answer(rules, source, "checking access").get("status") or {}
     if not nodes.ok and "Error from server (Forbidden)" in nodes.stderr:

@@ -1,5 +1,9 @@
 """Preflight pieces on real things: an S3 server's HeadBucket answers, a kubectl binary's version."""
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 
 from playbooks import preflight
@@ -44,6 +48,28 @@ def test_kubectl_version_is_checked(fake_kubectl, version, too_old):
         ]
     else:
         assert found == []
+
+
+def test_a_kubectl_version_is_remembered_until_the_binary_changes(fake_kubectl, tmp_path, monkeypatch):
+    """A no-op `up` starts no `kubectl version`: the answer is kept (0600, private_dir) per binary file."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(preflight, "_kubectl_versions", {})
+    fake_kubectl.expect("version", "--client", "-o", "json", stdout=client_version("v1.30.1"), times=1)
+    binary = fake_kubectl.path
+
+    def ask() -> tuple[int, int, str]:
+        preflight._kubectl_versions.clear()  # a new process
+        return preflight.kubectl_version(binary, find_command(binary, "install kubectl"))
+
+    assert ask() == (1, 30, "1.30.1") and ask() == (1, 30, "1.30.1")
+    assert len(fake_kubectl.calls()) == 1, "asked again although the binary did not change"
+    remembered = tmp_path / f"datalab-playbooks-{os.getuid()}" / preflight.VERSIONS_FILE
+    assert stat.S_IMODE(remembered.stat().st_mode) == 0o600
+    fake_kubectl.expect("version", "--client", "-o", "json", stdout=client_version("v1.20.0"), times=1)
+    script = Path(binary)
+    script.write_text(script.read_text() + "# replaced in place\n")
+    assert ask() == (1, 20, "1.20.0")
+    assert len(fake_kubectl.calls()) == 2
 
 
 def test_the_real_kubectl_is_new_enough():

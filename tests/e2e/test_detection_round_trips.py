@@ -1,4 +1,5 @@
-"""Detection asks the API at most three questions, in both modes, counted at the server.
+"""Detection asks the API at most three questions, in both modes, counted at the server:
+in-process (playbooks.kubeapi, its own user agent) and, with the direct client off, by kubectl.
 
 The envtest control plane writes an audit log of every request made with service-account
 credentials (tests/e2e/controlplane.py); each test's session has a service account of its
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from invoke import Config, Context
 
+from playbooks import kubeapi
 from playbooks.backends import resolve_target
 from playbooks.collection import ns
 
@@ -104,7 +106,8 @@ def chain_context(kubeconfig: Path, namespace: str | None) -> Context:
     return Context(config)
 
 
-def test_detection_makes_at_most_three_round_trips(session, credentials, monkeypatch):
+@pytest.mark.parametrize("direct", [True, False], ids=["in-process", "kubectl"])
+def test_detection_makes_at_most_three_round_trips(session, credentials, monkeypatch, direct):
     kubeconfig, username = credentials
     audit_log = session.cluster.plane.audit_log
     env = {**session.env, "KUBECONFIG": str(kubeconfig)}
@@ -113,6 +116,7 @@ def test_detection_makes_at_most_three_round_trips(session, credentials, monkeyp
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv(kubeapi.DIRECT_ENV, "1" if direct else "0")
     c = chain_context(kubeconfig, namespace)
     found = resolve_target(c)
     assert found.mode == session.mode and found.namespace == session.namespace, found.evidence
@@ -124,6 +128,9 @@ def test_detection_makes_at_most_three_round_trips(session, credentials, monkeyp
     # The three questions and nothing else: no discovery, no retry.
     assert sorted(urlparse(e["requestURI"]).path for e in asked) == QUESTIONS, describe(requests)
     assert all(e["verb"] == "get" and urlparse(e["requestURI"]).path == "/version" for e in wrapper), describe(wrapper)
+    # Who asked: the in-process client (no kubectl process at all), or kubectl.
+    agents = {e.get("userAgent", "?").split("/")[0] for e in asked}
+    assert agents == ({kubeapi.USER_AGENT} if direct else {"kubectl"}), describe(requests)
 
     again = resolve_target(c)
     assert again is found
