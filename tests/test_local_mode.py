@@ -106,7 +106,7 @@ def test_mlflow_without_object_storage_keeps_artifacts_on_disk(workdir):
     up = run(workdir, "mlflow.up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "a local folder (no object storage configured)" in up.stdout
-    smoke = run(workdir, "mlflow.smoke")
+    smoke = run(workdir, "mlflow.smoke", "--keep")  # a passing check deletes its artifact otherwise
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     line = next(line for line in smoke.stdout.splitlines() if "artifact on disk" in line)
     path = Path(line.split()[-1])
