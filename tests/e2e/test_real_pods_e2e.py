@@ -151,9 +151,10 @@ def fake_container(folder: Path, version: int, usage: int, inactive: int, peak: 
     else:
         stat = f"file {inactive + 5}\ninactive_file {inactive}\nactive_file 5\n"
         files = {"memory.current": usage, "memory.peak": peak, "memory.max": limit or "max"}
-    (folder / "memory.stat").write_text(stat)
-    for name, value in files.items():
-        (folder / name).write_text(f"{value}\n")
+    # Each file replaced whole, as the kernel shows it: a sampler thread must never read one half-written.
+    for name, text in {"memory.stat": stat, **{name: f"{value}\n" for name, value in files.items()}}.items():
+        (folder / f".{name}.new").write_text(text)
+        (folder / f".{name}.new").replace(folder / name)
 
 
 @pytest.mark.parametrize("version", [1, 2])
