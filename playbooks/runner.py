@@ -164,13 +164,15 @@ def write_private(path: Path, text: str) -> Path:
     """Write text to path readable by its owner only (0600 from its creation), replacing it atomically.
 
     A missing parent folder is created 0700. The text goes to a temporary file beside path
-    first, so a reader sees the old file or the new one, never a part.
+    first (synced to disk), so a reader sees the old file or the new one, never a part.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(fd, "w") as out:
             out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from playbooks import runner
 
 # The fields of a process's state file and their types (see local.write_state).
 PROCESS_FIELDS: dict[str, tuple[type, ...]] = {
@@ -37,18 +38,9 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Replace path with text atomically; the file is 0600 from its first byte."""
+    """Replace path with text atomically; the file is 0600 from its first byte, its folder 0700."""
     private_dir(path.parent)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    runner.write_private(path, text)
 
 
 def write_json(path: Path, data: dict) -> None:

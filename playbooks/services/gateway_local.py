@@ -17,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from playbooks import local, procs
+from playbooks import local, procs, statefile
 from playbooks.errors import PlaybookError
 from playbooks.quantity import memory_bytes
 from playbooks.report import Report
@@ -39,24 +39,13 @@ def clusters_dir(c) -> Path:
     return folder(c) / "clusters"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a 0600 file (created so, never readable by others in between)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(path)
-
-
 def password(c) -> str:
     """Generated once, kept in the state folder."""
     path = password_file(c)
     if path.exists():
         return path.read_text().strip()
     value = secrets.token_urlsafe(24)
-    _write_private(path, value)
+    statefile.write_private(path, value)
     return value
 
 
@@ -150,7 +139,7 @@ def _up(c, port, proxy_port, timeout) -> None:
     text = config_text(c, api, proxy)
     config = folder(c) / "config.py"
     if not config.exists() or config.read_text() != text:
-        _write_private(config, text)
+        statefile.write_private(config, text)
     clusters_dir(c).mkdir(parents=True, exist_ok=True)
     process = server_process(c, api, proxy, config, hashlib.sha256(text.encode()).hexdigest()[:16])
     seconds = float(timeout if timeout is not None else c.config.local.start_timeout)
