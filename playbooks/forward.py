@@ -3,11 +3,14 @@ the terminal and reconnect on their own (playbooks/forwards.py; the supervisor: 
 
 from __future__ import annotations
 
+import sys
+
 from invoke import Collection
 
 from playbooks import registry
 from playbooks.backends import backend_for
 from playbooks.errors import PlaybookError, task
+from playbooks.jsonout import progress_dropped
 
 TARGET_HELP = {
     "namespace": "Namespace to act in (default: SESSION_NAMESPACE, then the kubeconfig context's).",
@@ -15,15 +18,22 @@ TARGET_HELP = {
 }
 
 
-def _local_addresses(backend) -> None:
-    rows = backend.status_rows(registry.services())
+def _local_addresses(backend, quiet: bool = False) -> None:
+    rows = [row for row in backend.status_rows(registry.services()) if row[3]]
     if not rows:
-        print("forward: local mode needs no forward, and nothing runs on this machine: run `invoke up`")
+        say("forward: local mode needs no forward, and nothing runs on this machine: run `invoke up`", quiet)
+        return
+    if quiet:
+        say("forward: local mode needs no forward: " + ", ".join(f"{s}/{p} {a}" for s, p, _, a in rows), quiet)
         return
     print("forward: local mode needs no forward; the services listen on 127.0.0.1:")
     for service, process, _, address in rows:
-        if address:
-            print(f"  {service}/{process}  {address}")
+        print(f"  {service}/{process}  {address}")
+
+
+def say(line: str, quiet: bool) -> None:
+    """--quiet's one line goes to stderr, as `up --quiet`'s does: stdout stays free for what the script evals."""
+    print(line, file=sys.stderr if quiet else sys.stdout, flush=True)
 
 
 @task(
@@ -42,17 +52,18 @@ def start(c, timeout=None, quiet=False, namespace=None, mode=None):
     seconds = float(timeout if timeout is not None else c.config.forward.timeout)
     if seconds <= 0 or seconds > 3600:
         raise PlaybookError(f"--timeout {timeout}: give seconds between 1 and 3600")
-    backend = backend_for(c, namespace, mode)
+    with progress_dropped(quiet):
+        backend = backend_for(c, namespace, mode)
+        if backend.mode != "local":
+            wants = forwards.wanted(backend, registry.services())
+            if not wants:
+                raise PlaybookError(f"nothing to forward: no service runs {backend.where()}; run `invoke up` first")
+            entries = forwards.start(backend, wants, seconds)
     if backend.mode == "local":
-        _local_addresses(backend)
+        _local_addresses(backend, quiet)
         return
-    wants = forwards.wanted(backend, registry.services())
-    if not wants:
-        raise PlaybookError(f"nothing to forward: no service runs {backend.where()}; run `invoke up` first")
-    out = (lambda *a, **k: None) if quiet else print
-    entries = forwards.start(backend, wants, seconds, out)
     if quiet:
-        print("forward: " + ", ".join(f"{e['name']} {forwards.url(e['scheme'], e['local'])}" for e in entries))
+        say("forward: " + ", ".join(f"{e['name']} {forwards.url(e['scheme'], e['local'])}" for e in entries), quiet)
         return
     print("\n".join(forwards.table([("forward", "address", "to", "state"), *map(forwards.describe, entries)])))
     print("forward: runs in the background; `invoke forward.stop` (or `invoke down`) ends it")
