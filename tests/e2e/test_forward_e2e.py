@@ -117,3 +117,27 @@ def test_a_forward_outlives_the_pod_under_it(real_session):
     finally:
         session.run("forward.stop")
         session.run("down", "--purge", timeout=600)
+
+
+def test_a_forward_that_cannot_connect_says_why_within_its_timeout_and_down_ends_it(session):
+    """envtest: the API server is real, the pods are not (no kubelet answers): kubectl's own error
+    is the one line, the supervisor keeps retrying and says so, and `down` stops it."""
+    session.env["INVOKE_FORWARD_STATE_DIR"] = str(session.tmp / "forwards")
+    if session.cluster.provider != "envtest":
+        pytest.skip("the pods here run: test_a_forward_outlives_the_pod_under_it covers this cluster")
+    up = session.run("up", "--only", "dask")
+    assert up.returncode == 0, up.stdout + up.stderr
+    started = time.monotonic()
+    result = session.run("forward", "--timeout", "8")
+    assert result.returncode == 1 and time.monotonic() - started < 30, result.stdout + result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "not connected within 8s" in line and "forward.status" in line, line
+    assert "Traceback" not in result.stderr
+    status = json.loads(session.run("status", "--json").stdout)
+    jsonschema.validate(status, schema("status"))
+    assert {f["port"] for f in status["forwards"]} == {"scheduler", "dashboard"}
+    assert not all(f["connected"] for f in status["forwards"])
+    down = session.run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "forward: stopped (nothing left to forward)" in down.stdout
+    assert json.loads(session.run("status", "--json").stdout)["forwards"] == []
