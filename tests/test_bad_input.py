@@ -123,7 +123,9 @@ CASES = [
     Case("forward: timeout 0", ["forward.start", "--timeout", "0"], "--timeout 0: give seconds between 1 and 3600"),
     Case("unreachable API: forward", ["forward.start"], UNREACHABLE, CLUSTER),
     Case("forward.stop: unknown mode", ["forward.stop", "--mode", "cluster"], "unknown mode 'cluster'"),
-    Case("forward.status: invalid namespace", ["forward.status", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'"),
+    Case(
+        "forward.status: invalid namespace", ["forward.status", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'"
+    ),
     Case("unknown mode with a cluster", ["target", "--mode", "kind"], "unknown mode 'kind'", CLUSTER),
     Case(
         "unknown context",

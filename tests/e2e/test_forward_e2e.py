@@ -79,7 +79,17 @@ def test_a_forward_outlives_the_pod_under_it(real_session):
         assert all(f["connected"] for f in found.values()), found
         assert answers(f"{mlflow}/health")
 
+        # The start-up hook again: nothing to do, one line, the same supervisor and addresses.
+        pid = int(session.run("forward.status").stdout.rsplit("pid", 1)[1].split()[0])
+        hook = session.run("up", "--quiet", "--only", "mlflow,dask")
+        again = session.run("forward", "--quiet")
+        assert hook.returncode == 0 and again.returncode == 0, hook.stderr + again.stderr
+        assert hook.stdout == again.stdout == "" and len(again.stderr.splitlines()) == 1, again.stderr
+        assert f"mlflow/mlflow {mlflow}" in again.stderr and f"dask/dask/scheduler {scheduler}" in again.stderr
+        assert int(session.run("forward.status").stdout.rsplit("pid", 1)[1].split()[0]) == pid
+
         # A user's shell: `env` names the forwarded addresses, and the user's own clients work through them.
+        print(f"{session.mode}: $ playbooks env\n{session.run('env').stdout}")
         env = json.loads(session.run("env", "--json").stdout)
         values = {v["name"]: v["value"] for v in env["variables"]}
         assert values["MLFLOW_TRACKING_URI"] == mlflow and values["DASK_SCHEDULER_ADDRESS"] == scheduler
@@ -108,7 +118,8 @@ def test_a_forward_outlives_the_pod_under_it(real_session):
 
         supervisor = session.run("forward.status")
         assert supervisor.returncode == 0, supervisor.stdout + supervisor.stderr
-        pid = int(supervisor.stdout.rsplit("pid", 1)[1].split()[0])
+        print(f"{session.mode}: $ playbooks forward.status (after the kills)\n{supervisor.stdout}")
+        assert int(supervisor.stdout.rsplit("pid", 1)[1].split()[0]) == pid
         down = session.run("down", timeout=600)
         assert down.returncode == 0, down.stdout + down.stderr
         assert "forward: stopped (nothing left to forward)" in down.stdout
