@@ -29,7 +29,7 @@ BUCKET = "ws-frank"
 # machine may hold them; tests of the well-known ports set their own.
 ANY_PORT = {
     f"INVOKE_LOCAL_PORTS_{key}": "0"
-    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY")
+    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY", "POSTGRES")
 }
 # No client may talk to an outside host from a test; every environment a test builds has these.
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **ANY_PORT}

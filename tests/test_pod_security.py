@@ -202,6 +202,7 @@ ALL_PODS = [
     "dask-smoke",
     "storage",
     "storage-bucket",
+    "postgres",
     "dask-gateway-scheduler",
     "dask-gateway-worker",
 ]
@@ -215,6 +216,7 @@ WRITES = {
     "check": ["/tmp"],
     "minio": ["/tmp/.minio", "/data"],
     "mc": ["/tmp/mc"],
+    "postgres": ["/tmp", "/var/lib/postgresql/data/pgdata"],  # the unix socket in /tmp; the database
     "dask-scheduler": ["/tmp"],
     "dask-worker": ["/tmp"],
 }
