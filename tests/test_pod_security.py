@@ -347,7 +347,7 @@ def test_chart_pod_exceptions_are_documented():
 def test_every_service_is_cluster_internal_and_no_pod_takes_a_host_port():
     docs = manifests()
     services = [d for d in docs if d["kind"] == "Service"]
-    assert {s["metadata"]["name"] for s in services} == {"mlflow", "dask-scheduler", "storage"}
+    assert {s["metadata"]["name"] for s in services} == {"mlflow", "dask-scheduler", "storage", "postgres"}
     for service in services:
         assert service["spec"]["type"] == "ClusterIP", service["metadata"]["name"]
         assert not {"externalIPs", "loadBalancerIP", "externalName"} & service["spec"].keys()

@@ -147,10 +147,12 @@ def test_a_changed_setting_rolls_the_pod_and_bad_settings_are_one_line():
         ({"postgres": {"database": "1abc"}}, "setting postgres.database is"),
         ({"postgres": {"shared_buffers": "lots"}}, "postgres.shared_buffers"),
         ({"postgres": {"max_connections": 2}}, "postgres.max_connections"),
-        ({"security": {"pod": {"runAsUser": None}}}, "security.pod.runAsUser"),
     ]:
         with pytest.raises(PlaybookError, match=re.escape(words)):
             docs(overrides=overrides)
+    for uid in (None, 0):
+        with pytest.raises(PlaybookError, match=r"postgres needs security\.pod\.runAsUser set to a non-root uid"):
+            postgres_cluster.pod_user(FakeContext(config({"security": {"pod": {"runAsUser": uid}}})))
 
 
 def test_the_registry_starts_it_only_when_named_and_stops_it_with_the_others():

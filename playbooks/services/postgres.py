@@ -36,7 +36,7 @@ NAME_HELP = "Name of the server and its objects (cluster modes; default: postgre
 class PostgresOnCluster(ClusterPart):
     def validate(self, c, name=None, **_) -> None:
         settings.validate(c, name)
-        cluster.passwd_line(c)
+        cluster.pod_user(c)
 
     def validate_down(self, c, name=None, **_) -> None:
         settings.instance(c, name)

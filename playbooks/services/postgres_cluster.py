@@ -63,14 +63,21 @@ def start_script(c) -> str:
     return START_SCRIPT % {"port": PORT, "flags": shlex.join(settings.server_flags(settings.server_settings(c)))}
 
 
-def passwd_line(c) -> str:
-    """/etc/passwd for the pod's uid: initdb looks its user name up."""
-    pod = c.config.security.pod
-    uid, gid = pod.get("runAsUser"), pod.get("runAsGroup", pod.get("runAsUser"))
+def pod_user(c) -> int:
+    """The uid the pod runs as (security.pod.runAsUser); refused unless set and not root: initdb runs as it."""
+    uid = c.config.security.pod.get("runAsUser")
     if isinstance(uid, bool) or not isinstance(uid, int) or uid <= 0:
         raise PlaybookError(
             f"postgres needs security.pod.runAsUser set to a non-root uid (it is {uid!r}): initdb runs as that user"
         )
+    return uid
+
+
+def passwd_line(c) -> str:
+    """/etc/passwd for the pod's uid: initdb looks its user name up (checked by pod_user before `up`)."""
+    pod = c.config.security.pod
+    uid = pod.get("runAsUser")
+    gid = pod.get("runAsGroup")
     return f"postgres:x:{uid}:{gid if isinstance(gid, int) else uid}:PostgreSQL:/tmp:/sbin/nologin\n"
 
 
