@@ -184,3 +184,16 @@ def test_postgres_on_real_pods(real_session):
         purge = session.run("postgres.down", "--purge", timeout=300)
     assert purge.returncode == 0, purge.stdout + purge.stderr
     assert session.labelled() == [] and statefulsets(session) == []
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("real_session", ["vcluster"], indirect=True)
+def test_a_postgres_image_the_node_cannot_pull_fails_fast(real_session):
+    """The StatefulSet's wait stops early, in one line naming the image and the setting, as a Deployment's does."""
+    session = real_session
+    session.env["INVOKE_POSTGRES_IMAGE"] = "registry.invalid/no-such/postgres:0.0.1"
+    started = time.monotonic()
+    result = session.run("postgres.up", timeout=400)
+    error = one_error(result, "registry.invalid/no-such/postgres:0.0.1", "postgres.image")
+    assert time.monotonic() - started < 90, error
+    assert session.run("postgres.down", "--purge").returncode == 0
