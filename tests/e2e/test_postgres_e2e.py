@@ -15,6 +15,13 @@ from tests.e2e.test_real_pods_e2e import HEADROOM, memory_sampler, need_images
 from tests.e2e.user_clients import forward
 
 PG_IMAGE = "docker.io/library/postgres"
+MEDIUM = """
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: medium}
+spec:
+  hard: {limits.cpu: "2", limits.memory: 2Gi, services: "10", secrets: "25", persistentvolumeclaims: "6"}
+"""
 CONTRACT = {"username", "password", "dbname", "host", "port"}
 
 
@@ -103,6 +110,21 @@ def test_postgres_refuses_what_does_not_match_the_kept_data(session):
     bad = session.run("postgres.up", env={"INVOKE_POSTGRES_DATABASE": "Robert'); DROP"})
     one_error(bad, "setting postgres.database is")
     assert session.run("postgres.down", "--purge").returncode == 0
+    assert session.labelled() == []
+
+
+def test_beside_mlflow_and_dask_the_medium_quota_needs_one_worker_less(session):
+    """MLflow + Dask defaults hold 1.7 CPU / 1920Mi of the `medium` 2 CPU / 2Gi; PostgreSQL's 250m / 256Mi
+    does not fit beside two workers (README: Resources): refused before any write. With one worker it fits."""
+    session.cluster.kubectl("apply", "-n", session.namespace, "-f", "-", stdin=MEDIUM)
+    refused = session.run("up", "--only", "postgres,mlflow,dask")
+    line = one_error(refused, "does not fit the quota of namespace", "limits.memory")
+    assert "limits.cpu" not in line, line
+    assert session.labelled() == [] and statefulsets(session) == []
+    fits = session.run("up", "--only", "postgres,mlflow,dask", "--workers", "1")
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    assert statefulsets(session) == ["statefulset.apps/postgres"]
+    assert session.run("down", "--purge").returncode == 0
     assert session.labelled() == []
 
 
