@@ -37,6 +37,23 @@ DEFAULTS: dict = {
             "postgres": 5432,
         },
     },
+    # `invoke forward`: supervised port-forwards to the running services (cluster modes).
+    "forward": {
+        # None: $XDG_STATE_HOME/datalab-playbooks/forwards (~/.local/state/...), a folder per target.
+        "state_dir": None,
+        # Seconds `forward` waits until every forward answers.
+        "timeout": 60,
+        # The local port of each forward when free (else its port of last time, else any free one).
+        "ports": {
+            "mlflow": 5000,
+            "dask": 8786,
+            "dask_dashboard": 8787,
+            "gateway": 8000,
+            "gateway_proxy": 8001,
+            "storage": 9000,
+            "postgres": 5432,
+        },
+    },
     "storage": {
         "name": "storage",
         "bucket": "datalab",

@@ -16,6 +16,7 @@ from playbooks.defaults import DEFAULTS
 from playbooks.deploy import Plan, tear_down
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
+from playbooks.forwards import Want, forwarded
 from playbooks.parts import ClusterPart, LocalPart
 from playbooks.registry import Service
 from playbooks.report import Report, require_passed
@@ -49,11 +50,18 @@ class PostgresOnCluster(ClusterPart):
 
     def access(self, backend: ClusterBackend, instance: str) -> None:
         c = backend.c
-        forward = backend.kubectl_command("port-forward", f"service/{instance}", f"{PORT}:{PORT}")
+        local, _ = forwarded(backend, self._want(instance))
         print(f"{instance}: in-cluster       {in_cluster_host(instance, backend.namespace)}:{PORT}")
         print(f"{instance}: user, database   {settings.user(c)}, {settings.database(c)}")
         print(f"{instance}: password         in Secret {cluster.secret_name(instance)} (key password)")
-        print(f"{instance}: port-forward     {forward}")
+        print(f"{instance}: from outside     invoke forward, then PGHOST=127.0.0.1 PGPORT={local}")
+        print(f'{instance}: or               eval "$(playbooks env)"')
+
+    def _want(self, instance: str) -> Want:
+        return Want(SERVICE, instance, f"service/{instance}", PORT, SERVICE, "postgresql")
+
+    def forwards(self, backend: ClusterBackend) -> list[Want]:
+        return [self._want(instance) for instance in cluster.instances(backend.kubectl)]
 
     def address(self, backend: ClusterBackend, instance: str) -> str:
         return cluster.address(instance, backend.namespace)
@@ -128,12 +136,13 @@ class PostgresOnCluster(ClusterPart):
         )  # fmt: skip
         if backend.reach == IN_CLUSTER:
             host = [EnvVar("PGHOST", in_cluster_host(instance, backend.namespace))]
+            port = PORT
         else:
-            forward = backend.kubectl_command("port-forward", f"service/{instance}", f"{PORT}:{PORT}")
-            host = [EnvVar("PGHOST", "127.0.0.1", comment=f"through: {forward}")]
+            port, comment = forwarded(backend, self._want(instance))
+            host = [EnvVar("PGHOST", "127.0.0.1", comment=comment)]
         return [
             *host,
-            EnvVar("PGPORT", str(PORT)),
+            EnvVar("PGPORT", str(port)),
             EnvVar("PGUSER", user),
             EnvVar("PGDATABASE", database),
             password,
