@@ -168,6 +168,7 @@ def read_rows(port: int, app: dict[str, str]) -> list:
 def test_postgres_on_real_pods(real_session):
     """up, status, smoke, a row written by a user's client, down, up, the row read back, purge: nothing left."""
     session = real_session
+    session.env["INVOKE_FORWARD_STATE_DIR"] = str(session.tmp / "forwards")
     image = DEFAULTS["postgres"]["image"]
     assert image.startswith(PG_IMAGE)
     need_images(session, [image])
@@ -182,8 +183,14 @@ def test_postgres_on_real_pods(real_session):
             assert smoke.returncode == 0, smoke.stdout + smoke.stderr
             assert any(line.startswith("postgres") and " PASS " in line for line in smoke.stdout.splitlines())
             app = app_secret(session)
-            with forward(session.kubeconfig, session.namespace, "postgres", 5432) as port:
-                write_row(port, app, "kept across down and up")
+            # A user's shell: `invoke forward`, then `env` names the forwarded address.
+            started = session.run("forward", timeout=300)
+            assert started.returncode == 0, started.stdout + started.stderr
+            env = json.loads(session.run("env", "--json").stdout)
+            values = {v["name"]: v for v in env["variables"] if v["service"] == "postgres"}
+            assert values["PGHOST"]["value"] == "127.0.0.1" and values["PGUSER"]["value"] == "mlflow"
+            assert values["PGPASSWORD"]["secret"] and values["PGPASSWORD"]["value"] is None
+            write_row(int(values["PGPORT"]["value"]), app, "kept across down and up")
         if sampler is not None:
             rows = [row for row in sampler.rows() if row.pod == "postgres-0"]
             print("\n".join(row.row() for row in rows))
@@ -192,6 +199,7 @@ def test_postgres_on_real_pods(real_session):
 
         down = session.run("postgres.down", timeout=300)
         assert down.returncode == 0, down.stdout + down.stderr
+        assert "forward: stopped (nothing left to forward)" in down.stdout, down.stdout
         assert session.labelled() == ["persistentvolumeclaim/postgres-data", "secret/postgres-app"]
         assert statefulsets(session) == []
         again = session.run("postgres.up", timeout=600)
@@ -203,6 +211,7 @@ def test_postgres_on_real_pods(real_session):
         assert logs.returncode == 0 and "database system is ready to accept connections" in logs.stdout
         assert app["password"] not in "".join(session.outputs)
     finally:
+        session.run("forward.stop")
         purge = session.run("postgres.down", "--purge", timeout=300)
     assert purge.returncode == 0, purge.stdout + purge.stderr
     assert session.labelled() == [] and statefulsets(session) == []
