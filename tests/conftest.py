@@ -30,7 +30,7 @@ BUCKET = "ws-frank"
 ANY_PORT = {
     f"INVOKE_{section}_PORTS_{key}": "0"
     for section in ("LOCAL", "FORWARD")
-    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY")
+    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY", "POSTGRES")
 }
 # No client may talk to an outside host from a test; every environment a test builds has these.
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **ANY_PORT}
