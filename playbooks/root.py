@@ -76,7 +76,9 @@ def env(c, namespace=None, mode=None, json=False):
         return
     print(f"# datalab-playbooks env: {backend.mode} mode, addresses for {backend.reach}")
     if backend.reach == FORWARDED and any(found.values()):
-        print("# the 127.0.0.1 addresses answer while the port-forward named above each one runs")
+        print(
+            "# the 127.0.0.1 addresses answer while `invoke forward` runs (the comment above each says whether it does)"
+        )
     for service, variables in found.items():
         if not variables:
             print(f"# {service}: not running {backend.where()}")
