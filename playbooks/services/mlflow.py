@@ -28,7 +28,7 @@ from playbooks.s3 import (
     validate_bucket,
     validate_prefix,
 )
-from playbooks.services import mlflow_local, storage_cluster
+from playbooks.services import mlflow_local, mlflow_upgrade, storage_cluster
 from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target, validate_namespace
 
@@ -165,6 +165,7 @@ class MlflowOnCluster(ClusterPart):
         plan = build_plan(c, backend.target, s3, chosen, origin, chosen_prefix, instance)
         if reachable_here:
             plan.checks.append(partial(bucket_shortfalls, s3, chosen))
+        mlflow_upgrade.attach(backend, plan)  # a new image: check and migrate the database first
         return plan
 
     def access(self, backend: ClusterBackend, instance: str) -> None:

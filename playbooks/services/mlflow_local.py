@@ -10,6 +10,7 @@ from playbooks.errors import PlaybookError
 from playbooks.mlflow_check import round_trip
 from playbooks.report import Report
 from playbooks.s3 import S3Settings, bucket_shortfalls, choose_bucket, s3_from_env, validate_bucket
+from playbooks.services import mlflow_upgrade
 
 SERVICE = "mlflow"
 
@@ -62,7 +63,7 @@ def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Proc
     folder = local.service_dir(c, SERVICE)
     jobs = job_execution(c)
     argv = [
-        local.tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        mlflow_upgrade.mlflow_command(c), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
         "--serve-artifacts", "--artifacts-destination", destination,
     ]  # fmt: skip
@@ -94,9 +95,9 @@ def _up(c, port, destination: str, s3, why: str) -> None:
         port, local.preferred_port(c, "mlflow"), previous=state, last=local.last_ports(c, SERVICE, SERVICE)
     )
     print(f"mlflow: artifacts go to {destination} ({why})", flush=True)
-    result = local.ensure(
-        c, SERVICE, process(c, chosen_port, destination, s3), {"http": chosen_port}, float(c.config.local.start_timeout)
-    )
+    server = process(c, chosen_port, destination, s3)
+    mlflow_upgrade.before_start(c, server)  # an older database: migrated first (the old server stopped)
+    result = local.ensure(c, SERVICE, server, {"http": chosen_port}, float(c.config.local.start_timeout))
     if result == "running":
         print(f"mlflow: already running and healthy (pid {state['pid']}): no change")
     print(f"mlflow: export MLFLOW_TRACKING_URI=http://127.0.0.1:{chosen_port}")
