@@ -405,6 +405,8 @@ class Upgrade:
         container["name"] = step
         container["command"] = command
         container["resources"] = resources
+        # A failed step's last log lines reach the pod's status, where the cause is read from.
+        container["terminationMessagePolicy"] = "FallbackToLogsOnError"
         if self.uri is not None and not any(v.get("name") == URI_ENV for v in container.get("env") or []):
             container.setdefault("env", []).append({"name": URI_ENV, "value": self.uri})
         if read_only:
