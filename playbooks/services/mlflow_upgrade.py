@@ -303,6 +303,9 @@ def _migrate_local(c, process, uri: str, timeout: float, out) -> str | None:
     folder = local.service_dir(c, SERVICE)
     log = folder / f"{SERVICE}.log"
     start = log.stat().st_size if log.exists() else 0
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # private, as procs.start keeps it
+    with os.fdopen(fd, "a") as header:
+        header.write(f"{time.strftime('%Y/%m/%d %H:%M:%S')} datalab-playbooks: mlflow db upgrade (mlflow.up)\n")
     env = {**process.env, URI_ENV: uri, **local.marker_env(c, SERVICE, "migrate")}
     child = procs.start([process.argv[0], "db", "upgrade", uri], env, log, cwd=folder)
     began = last = time.monotonic()
