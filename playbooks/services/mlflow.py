@@ -50,14 +50,19 @@ def allowed_hosts(name: str, namespace: str, cluster_domain: str, extra: list[st
     return ",".join(h for n in names for h in (n, f"{n}:*"))
 
 
-def server_args(port: int, bucket: str, prefix: str, hosts: str) -> list[str]:
+SQLITE_URI = f"sqlite:///{DB_PATH}"
+# MLflow's CLI reads --backend-store-uri from this variable: the URI stays off the command line.
+BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
+
+
+def server_args(port: int, bucket: str, prefix: str, hosts: str, workers: int = 1) -> list[str]:
+    """The server's command line. The backend store URI is not on it: see BACKEND_URI_ENV."""
     destination = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     return [
         "--host", "0.0.0.0",
         "--port", str(port),
         # SQLite: one worker, or each one runs migrations and the database locks.
-        "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{DB_PATH}",
+        "--workers", str(workers),
         "--serve-artifacts",
         "--artifacts-destination", destination,
         "--allowed-hosts", hosts,
@@ -74,6 +79,7 @@ def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: st
         "image": cfg.image,
         "port": port,
         "args": server_args(port, bucket, prefix, hosts),
+        "backend_store_uri": SQLITE_URI,
         "s3_credentials": credentials,
         "s3_env": s3.public_env(),
         "storage_size": cfg.storage_size,
@@ -81,7 +87,7 @@ def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: st
         "resources": check_resources(cfg.resources, "mlflow.resources"),
         **security.params(c),
         "job_execution": mlflow_local.job_execution_env(jobs)[mlflow_local.JOB_EXECUTION_ENV],
-        "config_hash": config_hash(cfg.image, bucket, prefix, hosts, s3.public_env(), credentials, jobs),
+        "config_hash": config_hash(cfg.image, bucket, prefix, hosts, s3.public_env(), credentials, jobs, SQLITE_URI),
     }
     notes = [f"artifacts go to s3://{bucket}/{prefix} (bucket from {bucket_origin})"]
     if s3.endpoint_url:

@@ -12,6 +12,7 @@ from playbooks.report import Report
 from playbooks.s3 import S3Settings, bucket_shortfalls, choose_bucket, s3_from_env, validate_bucket
 
 SERVICE = "mlflow"
+BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
 
 
 def artifact_store(c, bucket, prefix: str, storage: str | None) -> tuple[str, S3Settings | None, str]:
@@ -63,11 +64,12 @@ def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Proc
     jobs = job_execution(c)
     argv = [
         local.tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
         "--serve-artifacts", "--artifacts-destination", destination,
     ]  # fmt: skip
-    env = local.quiet_env(job_execution_env(jobs))
-    inputs = {"destination": destination, "job_execution": jobs}
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    # MLflow's CLI reads --backend-store-uri from the environment: the URI is not on the command line.
+    env = local.quiet_env({**job_execution_env(jobs), BACKEND_URI_ENV: uri})
+    inputs = {"destination": destination, "job_execution": jobs, "backend": uri}
     if s3 is not None:
         env.update(s3.credentials())
         env.update(s3.public_env())
