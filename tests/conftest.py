@@ -262,3 +262,12 @@ def pytest_addoption(parser):
     )
     group.addoption("--kubeconfig", default=None, help="kubeconfig of the existing provider")
     group.addoption("--keep-cluster", action="store_true", help="keep the kind cluster after the run")
+
+
+@pytest.fixture
+def pg(tmp_path):
+    """A real PostgreSQL server (tests/pgserver.py): user and database `mlflow`, a password, a free port."""
+    from tests.pgserver import pg_server
+
+    with pg_server(tmp_path) as server:
+        yield server
