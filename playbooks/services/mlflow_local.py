@@ -182,13 +182,23 @@ def down(c, purge: bool = False) -> None:
 
 
 def _down(c, purge: bool) -> None:
+    state = local.processes(c, SERVICE).get(SERVICE) or {}
+    uri = None if state.get("corrupt") else state.get("inputs", {}).get("backend")
     stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
     print(f"mlflow: stopped {', '.join(stopped)}" if stopped else "mlflow: nothing running")
+    from playbooks.services.mlflow import backend_of_uri, describe_uri
+
+    on_postgres = backend_of_uri(uri) == "postgres"
     if purge:
         local.purge(c, SERVICE)
-        print(f"mlflow: deleted {local.service_dir(c, SERVICE)} (database and local artifacts)")
+        what = "local artifacts" if on_postgres else "database and local artifacts"
+        print(f"mlflow: deleted {local.service_dir(c, SERVICE)} ({what})")
     elif local.service_dir(c, SERVICE).exists():
-        print(f"mlflow: kept {local.service_dir(c, SERVICE)} (database; pass --purge to delete it)")
+        what = "local artifacts" if on_postgres else "database"
+        print(f"mlflow: kept {local.service_dir(c, SERVICE)} ({what}; pass --purge to delete it)")
+    if on_postgres:
+        # Not ours to delete: the platform's database, or the postgres service's (postgres.down --purge).
+        print(f"mlflow: the runs stay in {describe_uri(uri)} (mlflow.down never deletes a PostgreSQL database)")
 
 
 def status(c) -> bool:
