@@ -91,6 +91,13 @@ DEFAULTS: dict = {
             "limits": {"cpu": "500m", "memory": "768Mi"},
         },
         "extra_allowed_hosts": [],
+        # The backend store when `mlflow.up` gets no --backend and no server runs: sqlite or postgres.
+        "backend": "sqlite",
+        # With postgres, which database (--database): None picks by the order of mlflow_db.py.
+        "database": None,
+        # Server workers: None is 1 for SQLite (more lock the database), postgres_workers for PostgreSQL.
+        "workers": None,
+        "postgres_workers": 1,
         # MLflow 3.17's job execution (MLFLOW_SERVER_ENABLE_JOB_EXECUTION, on by MLflow's default)
         # starts huey_consumer processes of ~245 MB each: the server is OOM-killed at a 768Mi
         # limit, and locally the consumers ignore SIGTERM, so every stop waits the full grace.

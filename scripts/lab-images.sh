@@ -3,10 +3,11 @@
 # the services' images, tagged as playbooks/defaults.py names them (the kit's datalab-images.sh), and
 # the session image: Python with this project's core dependencies (no extras), as `pip install
 # datalab-playbooks` gives a Datalab session; the test installs the project's wheel into it.
-# mlflow-previous: the previous MLflow release (playbooks/defaults.py MLFLOW_PREVIOUS_VERSION) under the
-# name its official image has, for the upgrade test (tests/e2e/test_mlflow_upgrade_e2e.py).
 #   scripts/lab-images.sh [NAME ...]   names: dask mlflow mlflow-previous gateway-server gateway-backend traefik session
 #                                      (default: all)
+# mlflow is built here, not by the kit: the real -full image ships psycopg2 (MLflow on PostgreSQL), the kit's has none.
+# mlflow-previous: the previous MLflow release (playbooks/defaults.py MLFLOW_PREVIOUS_VERSION) under the
+# name its official image has, for the upgrade test (tests/e2e/test_mlflow_upgrade_e2e.py).
 # env: LAB_KIT (default: shared/lab beside this checkout), LAB_DIR (the kit's, default ~/k8s-lab). The node must be up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,14 @@ kit=${LAB_KIT:-../shared/lab}
 [ -x "$kit/images/mkpyimage.sh" ] || { echo "no lab kit at $kit: set LAB_KIT" >&2; exit 1; }
 want=("$@"); [ ${#want[@]} -gt 0 ] || want=(dask mlflow mlflow-previous gateway-server gateway-backend traefik session)
 services=()
-for name in "${want[@]}"; do case "$name" in session|mlflow-previous) ;; *) services+=("$name") ;; esac; done
+for name in "${want[@]}"; do case "$name" in session|mlflow|mlflow-previous) ;; *) services+=("$name") ;; esac; done
 [ ${#services[@]} -eq 0 ] || "$kit/images/datalab-images.sh" "${services[@]}"
+case " ${want[*]} " in
+  *" mlflow "*)
+    version=$(python3 -c 'import re; print(re.search(r"MLFLOW_VERSION = \"(.+?)\"", open("playbooks/defaults.py").read())[1])')
+    "$kit/images/mkpyimage.sh" "ghcr.io/mlflow/mlflow:v$version-full" "mlflow==$version" boto3 psycopg2-binary
+    ;;
+esac
 case " ${want[*]} " in
   *" session "*)
     mapfile -t deps < <(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
