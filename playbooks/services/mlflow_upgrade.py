@@ -416,7 +416,7 @@ class Upgrade:
             for mount in container.get("volumeMounts") or []:
                 if mount.get("name") == "db":
                     mount["readOnly"] = True
-            pod["affinity"] = self.beside_server()
+            pod["affinity"] = self.beside_server() if self.sqlite else None
         pod["containers"] = [container]
         pod["restartPolicy"] = "Never"
         pod = {k: v for k, v in pod.items() if v is not None}
