@@ -332,11 +332,19 @@ def _migrate_local(c, process, uri: str, timeout: float, out) -> str | None:
     return f"`mlflow db upgrade` exited with code {child.returncode}: {cause_line(output)}"
 
 
-def cause_line(output: str) -> str:
-    """The line of a migration's output that says why it failed: the last exception line, else the last line."""
+def error_line(output: str) -> str | None:
+    """The line of a migration's output that says why it failed (the last exception line), or None."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if ("Error" in line or "Exception" in line) and ":" in line]
-    chosen = (errors or lines or ["no output"])[-1]
+    if not errors:
+        return None
+    return errors[-1] if len(errors[-1]) <= 300 else errors[-1][:299] + "…"
+
+
+def cause_line(output: str) -> str:
+    """Why a migration failed: its last exception line, else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    chosen = error_line(output) or (lines or ["no output"])[-1]
     return chosen if len(chosen) <= 300 else chosen[:299] + "…"
 
 
@@ -346,10 +354,12 @@ def cause_line(output: str) -> str:
 def attach(backend, plan) -> None:
     """Cluster modes: when the plan would change the running server's image, check (and migrate) the
     database before the new Deployment is applied (plan.prepare, run after the preflight)."""
+    from playbooks.render import managed_selector
+
     kubectl = backend.kubectl
     deployment = _server(plan)
-    found = kubectl.run("get", f"deployment/{plan.instance}", "-o", "json", "--ignore-not-found", timeout=30)
-    live = json.loads(found.stdout) if found.stdout.strip() else None
+    listed = kubectl.get_json("deployments.apps", managed_selector(SERVICE, plan.instance)).get("items", [])
+    live = next((item for item in listed if item["metadata"]["name"] == plan.instance), None)
     if live is None:
         return
     old_image = live["spec"]["template"]["spec"]["containers"][0].get("image")
@@ -471,6 +481,7 @@ class Upgrade:
 
         resources = check_resources(cfg.upgrade_check_resources, "mlflow.upgrade_check_resources")
         docs = self.job(CHECK, resources, ["python", "-c", CHECK_SCRIPT], read_only=True)
+        self.refuse_over_quota(docs, [], "the schema check Job (mlflow.upgrade_check_resources)")
         succeeded, detail, answer = self.run_step(CHECK, docs, "mlflow.upgrade_check_resources")
         where = f"{self.plan.instance}: schema check in {self.new_image}"
         if not succeeded and "{" not in answer:
@@ -490,13 +501,15 @@ class Upgrade:
         if found.state != "older":
             return
         replicas = int((self.live.get("spec") or {}).get("replicas", 1))
-        if self.sqlite:
-            self.scale(0)
         from playbooks.render import plain
 
         resources = plain(self.server["spec"]["template"]["spec"]["containers"][0].get("resources") or {})
         command = ["sh", "-c", f'exec mlflow db upgrade "${URI_ENV}"']
         docs = self.job(MIGRATE, resources, command, read_only=False)
+        # SQLite: the Job takes the stopped server's place in the quota; otherwise it runs beside it.
+        self.refuse_over_quota(docs, [self.live] if self.sqlite else [], "the migration Job (mlflow.resources)")
+        if self.sqlite:
+            self.scale(0)
         kubectl.out(f"{instance}: migrating the database schema from {found.revision} to {found.head}")
         try:
             succeeded, detail, answer = self.run_step(MIGRATE, docs, self.plan.resources_setting(instance))
@@ -510,7 +523,8 @@ class Upgrade:
         if succeeded:
             kubectl.out(f"{instance}: database migrated to {found.head}; rolling out {self.new_image}")
             return
-        cause = cause_line(answer) if answer.strip() else detail
+        # The exception MLflow printed, else how the Job ended (e.g. out of memory, and the setting to raise).
+        cause = error_line(answer) or detail
         back = ""
         if self.sqlite:
             self.scale(replicas)
@@ -518,6 +532,15 @@ class Upgrade:
         raise PlaybookError(
             f"{instance}: the database migration from {found.revision} to {found.head} failed ({cause}){back}; "
             f"fix the cause and run `invoke mlflow.up` again"
+        )
+
+    def refuse_over_quota(self, docs: list[dict], replaces: list[dict], what: str) -> None:
+        """Refuse (nothing changed yet) when the namespace's quota cannot take a step's Job."""
+        from playbooks import preflight
+        from playbooks.deploy import quota_shortfalls
+
+        preflight.refuse(
+            [f"{line}; nothing was changed" for line in quota_shortfalls(self.kubectl, docs, replaces, what)]
         )
 
     def scale(self, replicas: int) -> None:
