@@ -120,6 +120,13 @@ except Exception as error:
 """
 
 
+# `mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"` run by the MLflow CLI itself, in-process.
+MIGRATE_SCRIPT = (
+    "import os; from mlflow.cli import cli; "
+    "cli(['db', 'upgrade', os.environ['MLFLOW_BACKEND_STORE_URI']], prog_name='mlflow')"
+)
+
+
 @dataclass(frozen=True)
 class SchemaState:
     """Where a tracking database's schema stands against one MLflow installation."""
@@ -307,7 +314,8 @@ def _migrate_local(c, process, uri: str, timeout: float, out) -> str | None:
     with os.fdopen(fd, "a") as header:
         header.write(f"{time.strftime('%Y/%m/%d %H:%M:%S')} datalab-playbooks: mlflow db upgrade (mlflow.up)\n")
     env = {**process.env, URI_ENV: uri, **local.marker_env(c, SERVICE, "migrate")}
-    child = procs.start([process.argv[0], "db", "upgrade", uri], env, log, cwd=folder)
+    # `mlflow db upgrade URI`, with the URI from the environment: not on a command line others can read.
+    child = procs.start([python_of(process.argv[0]), "-c", MIGRATE_SCRIPT], env, log, cwd=folder)
     began = last = time.monotonic()
     try:
         while child.poll() is None:
@@ -375,6 +383,14 @@ def attach(backend, plan) -> None:
         return
     plan.notes.append(f"image changes from {old_image} to {new_image}: checking the database schema first")
     plan.prepare.append(upgrade.run)
+
+
+def schema_state_in_cluster(c, kubectl, plan) -> SchemaState:
+    """Where the plan's database stands against the MLflow of the plan's image, judged by the schema-check Job
+    in that image with the server's environment (e.g. PostgreSQL before a first `up`: refuse a newer schema with
+    `found.refusal(instance)`). Writes nothing but the short-lived Job."""
+    image = _server(plan)["spec"]["template"]["spec"]["containers"][0]["image"]
+    return Upgrade(c, kubectl, plan, {"spec": {"replicas": 1}}, None, image).check()
 
 
 def _server(plan) -> dict:

@@ -207,6 +207,7 @@ def test_newer_schema_is_refused_with_nothing_changed(session, old_server):
 # ---------------------------------------------------------------- real pods (the lab)
 
 
+@pytest.mark.timeout(2400)  # real pods on a busy 2-core node: two rollouts and two Jobs
 def test_upgrade_from_the_previous_release_on_real_pods(real_session):
     """The previous MLflow release serves MLflow and Dask's share of the quota; a user logs a run with an
     artifact; `mlflow.up` with the current image checks, migrates (the Job in the server's place) and rolls
@@ -250,11 +251,10 @@ def test_upgrade_from_the_previous_release_on_real_pods(real_session):
         if sampler is not None:
             rows = sampler.rows()
             print("\n".join(row.row() for row in rows))
-            steps = {
-                step: [row for row in rows if row.pod.startswith(f"mlflow-{step}-")]
-                for step in ("schema-check", "schema-migrate")
-            }
-            assert all(steps.values()), [row.row() for row in rows]
+            # The migration is sampled all the while it runs; the check ends within a second or two, often
+            # before the sampler sees its cgroup (its Job would have failed had it run out of its 96Mi).
+            migration = [row for row in rows if row.pod.startswith("mlflow-schema-migrate-")]
+            assert migration and all(row.samples >= 3 for row in migration), [row.row() for row in rows]
             over = [row.row() for row in rows if row.limit and row.ratio > HEADROOM]
             assert not over, f"working set above {HEADROOM:.0%} of the memory limit: {over}"
     finally:
