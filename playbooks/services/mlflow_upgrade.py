@@ -194,6 +194,8 @@ def schema_state(
         raise PlaybookError(
             f"mlflow: the schema check did not finish within {timeout:.0f}s: is the database reachable (and not locked)?"
         ) from None
+    except OSError as error:
+        raise PlaybookError(f"mlflow: cannot run {python or sys.executable} for the schema check ({error})") from None
     return parse_check(result.stdout + "\n" + result.stderr if not result.stdout.strip() else result.stdout, "mlflow")
 
 

@@ -22,7 +22,7 @@ from tests.e2e.controlplane import FakeKubelet
 
 PREVIOUS = f"ghcr.io/mlflow/mlflow:v{MLFLOW_PREVIOUS_VERSION}-full"
 CURRENT = f"ghcr.io/mlflow/mlflow:v{MLFLOW_VERSION}-full"
-OLD_REVISION, HEAD = "1b5f0d9ad7c1", "dc11669786a5"
+OLD_REVISION, HEAD = "b7e2c1a4d9f3", "dc11669786a5"  # MLflow 3.16.1's head, 3.17.2's
 FAILURE = "RuntimeError: Cannot backfill trace analytics: spans row references missing trace_info row 'orphan'"
 
 
