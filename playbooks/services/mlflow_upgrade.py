@@ -363,28 +363,41 @@ def cause_line(output: str) -> str:
 
 def attach(backend, plan) -> None:
     """Cluster modes: when the plan would change the running server's image, check (and migrate) the
-    database before the new Deployment is applied (plan.prepare, run after the preflight)."""
+    database before the new Deployment is applied: a step of plan.prepare, run after the preflight (so a
+    namespace the credentials may not read is refused by it first) and only when the plan changes something."""
+    kubectl = backend.kubectl
+    if not kubectl.dry_run:
+        plan.prepare.append(partial(_prepare, backend.c, kubectl, plan))
+        return
+    try:
+        live = _live(kubectl, plan)
+    except PlaybookError:
+        return  # the dry run's preflight says what the credentials may not do
+    if live is not None and _image(live) != _image(_server(plan)):
+        plan.notes.append(
+            f"image changes from {_image(live)} to {_image(_server(plan))}: `up` first checks the database schema "
+            f"(Job {plan.instance}-{CHECK}) and, if it is older, migrates it (Job {plan.instance}-{MIGRATE})"
+        )
+
+
+def _image(deployment: dict) -> str:
+    return deployment["spec"]["template"]["spec"]["containers"][0].get("image", "")
+
+
+def _live(kubectl, plan) -> dict | None:
     from playbooks.render import managed_selector
 
-    kubectl = backend.kubectl
-    deployment = _server(plan)
     listed = kubectl.get_json("deployments.apps", managed_selector(SERVICE, plan.instance)).get("items", [])
-    live = next((item for item in listed if item["metadata"]["name"] == plan.instance), None)
-    if live is None:
+    return next((item for item in listed if item["metadata"]["name"] == plan.instance), None)
+
+
+def _prepare(c, kubectl, plan) -> None:
+    live = _live(kubectl, plan)
+    if live is None or _image(live) == _image(_server(plan)):
         return
-    old_image = live["spec"]["template"]["spec"]["containers"][0].get("image")
-    new_image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-    if old_image == new_image:
-        return
-    upgrade = Upgrade(backend.c, kubectl, plan, live, old_image, new_image)
-    if kubectl.dry_run:
-        plan.notes.append(
-            f"image changes from {old_image} to {new_image}: `up` first checks the database schema (Job "
-            f"{plan.instance}-{CHECK}) and migrates it (Job {plan.instance}-{MIGRATE}{upgrade.order})"
-        )
-        return
-    plan.notes.append(f"image changes from {old_image} to {new_image}: checking the database schema first")
-    plan.prepare.append(upgrade.run)
+    old, new = _image(live), _image(_server(plan))
+    kubectl.out(f"{plan.instance}: image changes from {old} to {new}: checking the database schema first")
+    Upgrade(c, kubectl, plan, live, old, new).run()
 
 
 def schema_state_in_cluster(c, kubectl, plan) -> SchemaState:
@@ -417,10 +430,6 @@ class Upgrade:
         uri = container_uri(self.server["spec"]["template"]["spec"]["containers"][0])
         self.sqlite = uri is not None and uri.startswith("sqlite:")
         self.uri = uri
-
-    @property
-    def order(self) -> str:
-        return ", with the old server scaled to 0" if self.sqlite else ", while the old server serves"
 
     def label(self, step: str) -> str:
         return f"{self.plan.instance}/{step}"

@@ -194,6 +194,10 @@ def test_failed_migration_scales_the_old_server_back_unchanged(session, old_serv
 def test_newer_schema_is_refused_with_nothing_changed(session, old_server):
     before = deployment(session)
     kubelet = old_server({"schema-check": (0, answer("newer", "ffffffff0003"))})
+    dry = session.run("mlflow.up", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"mlflow: image changes from {PREVIOUS} to {CURRENT}: `up` first checks the database schema" in dry.stdout
+    assert kubelet.seen == [] and deployment(session)["spec"] == before["spec"], "a dry run runs no Job"
     refused = session.run("mlflow.up")
     one_error_line(refused, ("revision ffffffff0003, newer than MLflow", "nothing was changed"))
     assert [seen[0] for seen in kubelet.seen] == ["schema-check"], "no migration"
