@@ -455,6 +455,7 @@ class Upgrade:
                     mount["readOnly"] = True
             pod["affinity"] = self.beside_server() if self.sqlite else None
         pod["containers"] = [container]
+        pod.pop("initContainers", None)  # the server's own container only (its checks are the Job's)
         pod["restartPolicy"] = "Never"
         pod = {k: v for k, v in pod.items() if v is not None}
         params = {"step": step, "pod_spec": pod, "deadline": int(self.timeout)}
