@@ -1,6 +1,8 @@
 """Collection defaults. Users override them in invoke.yaml, INVOKE_* variables or flags."""
 
 MLFLOW_VERSION = "3.17.2"
+# The release before it: the upgrade tests deploy it, then `up` the current one (scripts/lab-images.sh).
+MLFLOW_PREVIOUS_VERSION = "3.16.1"
 # Dask Gateway: chart version, images and the smoke client (pyproject.toml) share one release.
 GATEWAY_VERSION = "2026.3.0"
 # The smoke client pins dask[distributed] to the same release (pyproject.toml).
@@ -133,12 +135,30 @@ DEFAULTS: dict = {
             "limits": {"cpu": "500m", "memory": "768Mi"},
         },
         "extra_allowed_hosts": [],
+        # The backend store when `mlflow.up` gets no --backend and no server runs: sqlite or postgres.
+        "backend": "sqlite",
+        # With postgres, which database (--database): None picks by the order of mlflow_db.py.
+        "database": None,
+        # Server workers: None is 1 for SQLite (more lock the database), postgres_workers for PostgreSQL.
+        "workers": None,
+        "postgres_workers": 1,
         # MLflow 3.17's job execution (MLFLOW_SERVER_ENABLE_JOB_EXECUTION, on by MLflow's default)
         # starts huey_consumer processes of ~245 MB each: the server is OOM-killed at a 768Mi
         # limit, and locally the consumers ignore SIGTERM, so every stop waits the full grace.
         "job_execution": False,
         "rollout_timeout": 300,
         "smoke_timeout": 120,
+        # A new MLflow on an existing database (mlflow_upgrade.py): the whole schema migration (the
+        # Job's image pull included), and the schema check, in seconds.
+        "upgrade_timeout": 600,
+        "upgrade_check_timeout": 60,
+        # The cluster's schema-check Job runs beside the old server: it fits the `medium` quota's rest.
+        "upgrade_check_resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "100m", "memory": "96Mi"},
+        },
+        # Local mode: the `mlflow` executable the server runs (None: this environment's, else PATH's).
+        "local_command": None,
     },
     "dask": {
         "name": "dask",

@@ -190,12 +190,14 @@ class MlflowServer:
     log: Path
 
 
-def start_mlflow(tmp: Path, s3: S3Server, prefix: str, allowed_hosts: str | None = None) -> tuple:
+def start_mlflow(
+    tmp: Path, s3: S3Server, prefix: str, allowed_hosts: str | None = None, database: dict | None = None
+) -> tuple:
+    """database: MLFLOW_BACKEND_STORE_URI and PGPASSWORD of a PostgreSQL one (default: SQLite in tmp)."""
     port = free_port()
     log = tmp / "mlflow.log"
     argv = [
         tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
         "--serve-artifacts", "--artifacts-destination", f"s3://{s3.bucket}/{prefix}",
     ]  # fmt: skip
     if allowed_hosts:
@@ -207,6 +209,8 @@ def start_mlflow(tmp: Path, s3: S3Server, prefix: str, allowed_hosts: str | None
         **s3.env(),
         "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # As the playbooks give it: the URI in the environment, not on the command line.
+        **(database or {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp / 'mlflow.db'}"}),
     }
     process = start(argv, env, log, cwd=tmp)
     url = f"http://127.0.0.1:{port}"
@@ -222,6 +226,28 @@ def start_mlflow(tmp: Path, s3: S3Server, prefix: str, allowed_hosts: str | None
 def mlflow_server(tmp_path_factory, s3_server):
     """A real `mlflow server`: SQLite, --serve-artifacts to the moto bucket."""
     process, server = start_mlflow(tmp_path_factory.mktemp("mlflow"), s3_server, "mlflow")
+    yield server
+    stop_group(process.pid)
+
+
+@pytest.fixture(scope="session")
+def pg_session(tmp_path_factory):
+    """One real PostgreSQL server for the session's tests (tests/pgserver.py)."""
+    from tests.pgserver import pg_server
+
+    with pg_server(tmp_path_factory.mktemp("pg")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_pg_server(tmp_path_factory, s3_server, pg_session):
+    """A real `mlflow server` on PostgreSQL (its own database), --serve-artifacts to the moto bucket."""
+    pg_session.create_database("roundtrip")
+    database = {
+        "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{pg_session.user}@127.0.0.1:{pg_session.port}/roundtrip",
+        "PGPASSWORD": pg_session.password,
+    }
+    process, server = start_mlflow(tmp_path_factory.mktemp("mlflow-pg"), s3_server, "mlflow-pg", database=database)
     yield server
     stop_group(process.pid)
 
@@ -263,3 +289,12 @@ def pytest_addoption(parser):
     )
     group.addoption("--kubeconfig", default=None, help="kubeconfig of the existing provider")
     group.addoption("--keep-cluster", action="store_true", help="keep the kind cluster after the run")
+
+
+@pytest.fixture
+def pg(tmp_path):
+    """A real PostgreSQL server (tests/pgserver.py): user and database `mlflow`, a password, a free port."""
+    from tests.pgserver import pg_server
+
+    with pg_server(tmp_path) as server:
+        yield server

@@ -11,9 +11,17 @@ from playbooks.s3 import s3_from_env
 pytestmark = pytest.mark.slow
 
 
-def test_round_trip_passes_and_artifact_lands_in_bucket(mlflow_server, s3_server):
+@pytest.fixture(params=["sqlite", "postgres"])
+def tracking_server(request):
+    """The smoke check on both backends: a real server on SQLite, and one on a real PostgreSQL."""
+    return request.getfixturevalue("mlflow_server" if request.param == "sqlite" else "mlflow_pg_server")
+
+
+def test_round_trip_passes_and_artifact_lands_in_bucket(tracking_server, s3_server):
     s3 = s3_from_env(s3_server.env())
-    report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix, keep=True)
+    report = round_trip(
+        tracking_server.url, s3=s3, bucket=tracking_server.bucket, prefix=tracking_server.prefix, keep=True
+    )
     assert report.ok, report.render()
     assert [s.name for s in report.steps] == [
         "import client",
@@ -25,7 +33,7 @@ def test_round_trip_passes_and_artifact_lands_in_bucket(mlflow_server, s3_server
     ]
     assert report.steps[-1].detail.startswith("skipped: --keep: run ")
     where = report.steps[-2].detail
-    assert where.startswith(f"s3://{s3_server.bucket}/{mlflow_server.prefix}/") and where.endswith(ARTIFACT)
+    assert where.startswith(f"s3://{s3_server.bucket}/{tracking_server.prefix}/") and where.endswith(ARTIFACT)
     key = where.removeprefix(f"s3://{s3_server.bucket}/")
     body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
     assert body.startswith(b"datalab-playbooks smoke ")
@@ -57,13 +65,13 @@ def bucket_keys(s3_server, prefix: str) -> set[str]:
     return {item["Key"] for item in listed.get("Contents", [])}
 
 
-def test_a_passing_check_leaves_the_workspace_as_it_was(mlflow_server, s3_server):
+def test_a_passing_check_leaves_the_workspace_as_it_was(tracking_server, s3_server):
     """The user's experiments and runs, and the bucket, are the same before and after a passing check;
     a run of the user's own, made first, is untouched."""
-    client = MlflowClient(mlflow_server.url)
+    client = MlflowClient(tracking_server.url)
     mine = client.create_run(client.create_experiment(f"user-{os.urandom(3).hex()}")).info.run_id
     client.log_metric(mine, "loss", 0.5)
-    before, objects = workspace(mlflow_server.url), bucket_keys(s3_server, mlflow_server.prefix)
+    before, objects = workspace(tracking_server.url), bucket_keys(s3_server, tracking_server.prefix)
     assert mine in {run_id for run_id, _ in before[1]}
     s3 = s3_from_env(s3_server.env())
 
@@ -71,7 +79,7 @@ def test_a_passing_check_leaves_the_workspace_as_it_was(mlflow_server, s3_server
     # experiment stays, and only this check's run goes.
     smoke = client.get_experiment_by_name(EXPERIMENT)
     others = bool(smoke and smoke.lifecycle_stage == "active" and client.search_runs([smoke.experiment_id]))
-    report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
+    report = round_trip(tracking_server.url, s3=s3, bucket=tracking_server.bucket, prefix=tracking_server.prefix)
     assert report.ok, report.render()
     expected = (
         f"deleted the artifact and run ({EXPERIMENT} holds other runs)"
@@ -79,30 +87,32 @@ def test_a_passing_check_leaves_the_workspace_as_it_was(mlflow_server, s3_server
         else "deleted the artifact, run and experiment"
     )
     assert report.steps[-1].name == "clean up" and report.steps[-1].detail == expected
-    assert workspace(mlflow_server.url) == before
-    assert bucket_keys(s3_server, mlflow_server.prefix) == objects
+    assert workspace(tracking_server.url) == before
+    assert bucket_keys(s3_server, tracking_server.prefix) == objects
     assert client.get_experiment_by_name(EXPERIMENT).lifecycle_stage == ("active" if others else "deleted")
     assert client.get_run(mine).data.metrics == {"loss": 0.5}
 
     # The next check restores its experiment, and cleans up again.
-    again = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
+    again = round_trip(tracking_server.url, s3=s3, bucket=tracking_server.bucket, prefix=tracking_server.prefix)
     assert again.ok, again.render()
-    assert workspace(mlflow_server.url) == before
+    assert workspace(tracking_server.url) == before
 
 
-def test_keep_leaves_the_run_its_artifact_and_experiment(mlflow_server, s3_server):
+def test_keep_leaves_the_run_its_artifact_and_experiment(tracking_server, s3_server):
     s3 = s3_from_env(s3_server.env())
-    before = bucket_keys(s3_server, mlflow_server.prefix)
-    report = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix, keep=True)
+    before = bucket_keys(s3_server, tracking_server.prefix)
+    report = round_trip(
+        tracking_server.url, s3=s3, bucket=tracking_server.bucket, prefix=tracking_server.prefix, keep=True
+    )
     assert report.ok, report.render()
     run_id = report.steps[2].detail.removeprefix("run ")
-    client = MlflowClient(mlflow_server.url)
+    client = MlflowClient(tracking_server.url)
     assert client.get_run(run_id).info.lifecycle_stage == "active"
     assert client.get_experiment_by_name(EXPERIMENT).lifecycle_stage == "active"
-    added = bucket_keys(s3_server, mlflow_server.prefix) - before
+    added = bucket_keys(s3_server, tracking_server.prefix) - before
     assert [key for key in added if run_id in key and key.endswith(ARTIFACT)], added
     # A later check without --keep deletes only its own run: the kept one stays, and so does the experiment.
-    later = round_trip(mlflow_server.url, s3=s3, bucket=mlflow_server.bucket, prefix=mlflow_server.prefix)
+    later = round_trip(tracking_server.url, s3=s3, bucket=tracking_server.bucket, prefix=tracking_server.prefix)
     assert later.ok and later.steps[-1].detail.startswith("deleted the artifact and run"), later.render()
     assert client.get_run(run_id).info.lifecycle_stage == "active"
     client.delete_run(run_id)

@@ -109,7 +109,7 @@ def test_no_secret_in_argv_output_or_files_of_any_local_task(workdir, s3_server)
     assert left == [".lock"], "down --purge leaves only Dask's logs and scratch, and the empty lock file"
     assert (folder / ".lock").stat().st_size == 0
     # The scan proves something only if it saw the processes the tasks ran.
-    for parts in (["mlflow", "server", "--backend-store-uri"], ["dask", "scheduler"], ["dask", "worker"],
+    for parts in (["mlflow", "server", "--serve-artifacts"], ["dask", "scheduler"], ["dask", "worker"],
                   ["dask-gateway-server", "--config"], ["dask-gateway-proxy"], ["moto_server"], [CLI, "gateway.smoke"]):  # fmt: skip
         assert argv.saw(*parts), f"the scan never saw {' '.join(parts)!r} in {argv.sweeps} sweeps"
     assert {"mlflow.log", "scheduler.log", "worker-0.log", "gateway.log", "storage.log", "mlflow.db", "config.py"} <= {

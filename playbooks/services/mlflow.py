@@ -1,8 +1,9 @@
-"""MLflow tracking server: SQLite on a volume, artifacts proxied to the workspace bucket."""
+"""MLflow tracking server: SQLite on a volume or PostgreSQL (mlflow_db.py), artifacts proxied to the workspace bucket."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 from functools import partial
 
@@ -29,7 +30,8 @@ from playbooks.s3 import (
     validate_bucket,
     validate_prefix,
 )
-from playbooks.services import mlflow_local, storage_cluster
+from playbooks.services import mlflow_db, mlflow_local, mlflow_upgrade, storage_cluster
+from playbooks.services.mlflow_db import BACKEND_URI_ENV, Database
 from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target, validate_namespace
 
@@ -51,30 +53,77 @@ def allowed_hosts(name: str, namespace: str, cluster_domain: str, extra: list[st
     return ",".join(h for n in names for h in (n, f"{n}:*"))
 
 
-def server_args(port: int, bucket: str, prefix: str, hosts: str) -> list[str]:
+SQLITE_URI = f"sqlite:///{DB_PATH}"
+
+
+def server_args(port: int, bucket: str, prefix: str, hosts: str, workers: int = 1) -> list[str]:
+    """The server's command line. The backend store URI is not on it: see BACKEND_URI_ENV."""
     destination = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     return [
         "--host", "0.0.0.0",
         "--port", str(port),
         # SQLite: one worker, or each one runs migrations and the database locks.
-        "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{DB_PATH}",
+        "--workers", str(workers),
         "--serve-artifacts",
         "--artifacts-destination", destination,
         "--allowed-hosts", hosts,
     ]  # fmt: skip
 
 
-def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: str, prefix: str, name: str) -> Plan:
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def db_secret_name(name: str, db: Database) -> str:
+    """The Secret whose key `password` the server reads: the postgres service's own, else ours (<name>-db)."""
+    return db.secret or f"{name}-db"
+
+
+def shape_deployment(docs: list[dict], db: Database | None) -> None:
+    """What differs between the backends in the Deployment: SQLite mounts its volume, PostgreSQL reads PGPASSWORD."""
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        if db is None:
+            container["env"] = [e for e in container["env"] if e["name"] != mlflow_db.PASSWORD_ENV]
+        else:
+            if db.read_password() is None:
+                container["env"] = [e for e in container["env"] if e["name"] != mlflow_db.PASSWORD_ENV]
+            container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "db"]
+            pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "db"]
+
+
+def build_plan(
+    c,
+    target: Target,
+    s3: S3Settings,
+    bucket: str,
+    bucket_origin: str,
+    prefix: str,
+    name: str,
+    db: Database | None = None,
+    workers: int = 1,
+) -> Plan:
     cfg = c.config.mlflow
     port = int(cfg.port)
     hosts = allowed_hosts(name, target.namespace, c.config.target.cluster_domain, list(cfg.extra_allowed_hosts))
-    credentials = {k: base64.b64encode(v.encode()).decode() for k, v in s3.credentials().items()}
+    credentials = {k: _b64(v) for k, v in s3.credentials().items()}
     jobs = mlflow_local.job_execution(c)
+    uri = db.uri() if db else SQLITE_URI
+    password = db.read_password() if db else None
+    owned = db is not None and db.secret is None and password is not None
     params = {
         "image": cfg.image,
         "port": port,
-        "args": server_args(port, bucket, prefix, hosts),
+        "args": server_args(port, bucket, prefix, hosts, workers),
+        "backend_store_uri": uri,
+        "sqlite": db is None,
+        "strategy": {"type": "Recreate"} if db is None else {"type": "RollingUpdate"},
+        "db_secret": db_secret_name(name, db) if db else "",
+        "db_secret_owned": owned,
+        "db_credentials": {"password": _b64(password)} if owned else {},
         "s3_credentials": credentials,
         "s3_env": s3.public_env(),
         "storage_size": cfg.storage_size,
@@ -82,15 +131,22 @@ def build_plan(c, target: Target, s3: S3Settings, bucket: str, bucket_origin: st
         "resources": check_resources(cfg.resources, "mlflow.resources"),
         **security.params(c),
         "job_execution": mlflow_local.job_execution_env(jobs)[mlflow_local.JOB_EXECUTION_ENV],
-        "config_hash": config_hash(cfg.image, bucket, prefix, hosts, s3.public_env(), credentials, jobs),
+        # The password too (as part of a digest): a changed one rolls the server.
+        "config_hash": config_hash(
+            cfg.image, bucket, prefix, hosts, s3.public_env(), credentials, jobs, uri, workers, password
+        ),
     }
     notes = [f"artifacts go to s3://{bucket}/{prefix} (bucket from {bucket_origin})"]
+    if db is not None:
+        notes.append(f"backend PostgreSQL: {db.where()} ({db.origin}), {workers} worker(s)")
+    docs = render(SERVICE, name, target.namespace, params)
+    shape_deployment(docs, db)
     if s3.endpoint_url:
         notes.append(f"S3 endpoint {s3.endpoint_url}")
     return Plan(
         service=SERVICE,
         instance=name,
-        docs=render(SERVICE, name, target.namespace, params),
+        docs=docs,
         deployments=[name],
         timeout=float(cfg.rollout_timeout),
         notes=notes,
@@ -127,9 +183,89 @@ def uses_store(storage: str | None) -> bool:
     return storage == "local-s3" or (storage is None and no_env_storage)
 
 
+def service_database(backend: ClusterBackend) -> Database | None:
+    """The project's postgres service in this namespace, from its Secret `<name>-app` (None: not there)."""
+    pg = postgres_name(backend.c)
+    result = backend.kubectl.run("get", f"secret/{pg}-app", "-o", "json", "--ignore-not-found", timeout=20)
+    if not result.stdout.strip():
+        return None
+    data = json.loads(result.stdout).get("data") or {}
+    values = {key: base64.b64decode(value).decode() for key, value in data.items()}
+    missing = [key for key in ("username", "password", "dbname") if not values.get(key)]
+    if missing:
+        raise PlaybookError(
+            f"secret {pg}-app of the postgres service lacks {', '.join(missing)}: run `invoke postgres.up` to repair it"
+        )
+    return Database(
+        host=values.get("host") or pg,
+        port=int(values.get("port") or mlflow_db.DEFAULT_PORT),
+        user=values["username"],
+        dbname=values["dbname"],
+        origin=f"the postgres service {pg!r}",
+        password=values["password"],
+        secret=f"{pg}-app",
+    )
+
+
+def postgres_name(c) -> str:
+    """The postgres service's instance name (its setting postgres.name, when that service is installed)."""
+    section = c.config.get("postgres") or {}
+    return str(section.get("name") or "postgres")
+
+
+def deployed_uri(deployment: dict) -> str | None:
+    """The backend store URI a deployed server reads (its MLFLOW_BACKEND_STORE_URI)."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for entry in container.get("env") or []:
+        if entry.get("name") == BACKEND_URI_ENV:
+            return entry.get("value")
+    args = container.get("args") or []  # a server deployed before the URI moved to the environment
+    return args[args.index("--backend-store-uri") + 1] if "--backend-store-uri" in args[:-1] else None
+
+
+def backend_of_uri(uri: str | None) -> str | None:
+    if not uri:
+        return None
+    return "postgres" if uri.startswith(("postgresql", "postgres")) else "sqlite"
+
+
+def describe_uri(uri: str | None) -> str:
+    """The backend as output may show it: the database's host and name, never more."""
+    if backend_of_uri(uri) == "postgres":
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(uri)
+        return f"PostgreSQL, database {unquote(parts.path.lstrip('/'))} on {parts.hostname}:{parts.port or 5432}"
+    return "SQLite on its volume" if uri else "unknown"
+
+
+def choose_backend(flag: str | None, deployed: str | None, configured: str) -> tuple[str, str]:
+    """--backend, else the running server's (an `up` at session start keeps it), else mlflow.backend."""
+    if flag:
+        return flag, "--backend"
+    if deployed:
+        return deployed, "kept from the running server; pass --backend to change it"
+    return mlflow_db.check_backend(configured) or "sqlite", "setting mlflow.backend"
+
+
+def workers_for(c, backend: str) -> int:
+    """mlflow.workers; unset: 1 for SQLite, mlflow.postgres_workers for PostgreSQL."""
+    cfg = c.config.mlflow
+    value = cfg.get("workers")
+    if value is None:
+        value = 1 if backend == "sqlite" else cfg.get("postgres_workers", 1)
+    return mlflow_db.check_workers(value, backend)
+
+
 class MlflowOnCluster(ClusterPart):
-    def validate(self, c, bucket=None, prefix=None, name=None, storage=None, **_) -> None:
+    def validate(
+        self, c, bucket=None, prefix=None, name=None, storage=None, backend_store=None, database=None, **_
+    ) -> None:
         _instance(c, name)
+        mlflow_db.check_backend(backend_store)
+        mlflow_db.check_choice(database)
+        if backend_store:
+            workers_for(c, backend_store)
         validate_prefix(prefix if prefix is not None else c.config.mlflow.prefix)
         if storage not in STORAGE_CHOICES:
             raise PlaybookError(f"unknown --storage {storage!r}: use local-s3 (the storage.up store) or env (AWS_*)")
@@ -139,12 +275,34 @@ class MlflowOnCluster(ClusterPart):
             choose_bucket(bucket, c.config.mlflow.bucket, os.environ)
             s3_from_env(os.environ)
 
-    def plan(self, backend: ClusterBackend, bucket=None, prefix=None, name=None, storage=None, **_) -> Plan:
+    def plan(
+        self,
+        backend: ClusterBackend,
+        bucket=None,
+        prefix=None,
+        name=None,
+        storage=None,
+        backend_store=None,
+        database=None,
+        **_,
+    ) -> Plan:
         """Every input checked and the target detected: all before any write."""
         c = backend.c
         cfg = c.config.mlflow
         instance = _instance(c, name)
         chosen_prefix = validate_prefix(prefix if prefix is not None else cfg.prefix)
+        deployed = None
+        if not backend_store:
+            items = backend.kubectl.get_json("deployments.apps", managed_selector(SERVICE, instance)).get("items", [])
+            deployed = backend_of_uri(deployed_uri(items[0])) if items else None
+        kind, why = choose_backend(backend_store, deployed, cfg.get("backend", "sqlite"))
+        workers = workers_for(c, kind)
+        db = None
+        if kind == "postgres":
+            choice = mlflow_db.check_choice(database or cfg.get("database"))
+            db = mlflow_db.choose(
+                os.environ, choice, partial(service_database, backend), f" in namespace {backend.namespace}"
+            )
         if uses_store(storage):
             store = c.config.storage.name
             found = storage_cluster.settings(c, backend.target, backend.kubectl, store)
@@ -163,9 +321,14 @@ class MlflowOnCluster(ClusterPart):
             chosen, origin = choose_bucket(bucket, cfg.bucket, os.environ)
             s3 = s3_from_env(os.environ)
             reachable_here = True
-        plan = build_plan(c, backend.target, s3, chosen, origin, chosen_prefix, instance)
+        plan = build_plan(c, backend.target, s3, chosen, origin, chosen_prefix, instance, db, workers)
+        if why != "--backend" and kind != "sqlite":
+            plan.notes.append(f"backend {kind} ({why})")
         if reachable_here:
             plan.checks.append(partial(bucket_shortfalls, s3, chosen))
+        if db is not None:
+            plan.checks.append(partial(database_shortfalls, db))
+        mlflow_upgrade.attach(backend, plan)  # a new image: check and migrate the database first
         return plan
 
     def access(self, backend: ClusterBackend, instance: str) -> None:
@@ -207,6 +370,7 @@ class MlflowOnCluster(ClusterPart):
             ready = items[0].get("status", {}).get("readyReplicas", 0)
             want = items[0].get("spec", {}).get("replicas", 1)
             print(f"{inst}: {'ready' if ready >= want else 'NOT ready'} ({ready}/{want} replicas)")
+            print(f"{inst}: backend          {describe_uri(deployed_uri(items[0]))}")
             self.access(backend, inst)
 
     def smoke_reports(self, backend: ClusterBackend, name=None, keep: bool = False, **_) -> list[Report]:
@@ -240,13 +404,36 @@ class MlflowOnCluster(ClusterPart):
         return build_plan(c, target, s3, "ws-frank", "--bucket", "mlflow", _instance(c, None)).docs
 
 
+def database_shortfalls(db: Database) -> list[str]:
+    """Connect from here before any write, where the host resolves; an in-cluster name that does not
+    is left to the rollout's wait (a server that cannot connect crashes, and the wait says so)."""
+    if not mlflow_db.resolvable(db.host):
+        print(f"mlflow: {db.where()} not checked from here (the name resolves only in the cluster)", flush=True)
+        return []
+    return mlflow_db.reach_shortfalls(db, db.read_password())
+
+
 class MlflowLocal(LocalPart):
-    def validate(self, c, bucket=None, **_) -> None:
+    def validate(self, c, bucket=None, backend_store=None, database=None, **_) -> None:
         if bucket:
             validate_bucket(bucket)
+        mlflow_db.check_backend(backend_store)
+        mlflow_db.check_choice(database)
+        if backend_store:
+            workers_for(c, backend_store)
 
-    def up(self, backend: LocalBackend, bucket=None, prefix=None, port=None, storage=None, **_) -> None:
-        mlflow_local.up(backend.c, bucket, prefix, port, storage)
+    def up(
+        self,
+        backend: LocalBackend,
+        bucket=None,
+        prefix=None,
+        port=None,
+        storage=None,
+        backend_store=None,
+        database=None,
+        **_,
+    ) -> None:
+        mlflow_local.up(backend.c, bucket, prefix, port, storage, backend_store, database)
 
     def down(self, backend: LocalBackend, purge: bool, **_) -> None:
         mlflow_local.down(backend.c, purge)
@@ -273,12 +460,29 @@ class MlflowLocal(LocalPart):
         "dry-run": "Print the manifests (Secrets redacted) and commands; change nothing.",
         "port": "Local mode: port on 127.0.0.1 (default: last time's, else 5000, else a free one; 0: any free one).",
         "storage": "local-s3 (the storage.up store), env (AWS_*), or none (local mode: a local folder). Default: AWS_* if set, else the store.",
+        "backend": "sqlite (a file on a volume, one worker) or postgres. Default: the running server's, else mlflow.backend (sqlite).",
+        "database": "With postgres: which database (H, H/DB, DATABASE_URL, PGHOST or service). Default: the platform's, then DATABASE_URL, PGHOST, the postgres service.",
         **TARGET_HELP,
     }
 )
-def up(c, bucket=None, prefix=None, name=None, namespace=None, mode=None, dry_run=False, port=None, storage=None):
+def up(
+    c,
+    bucket=None,
+    prefix=None,
+    name=None,
+    namespace=None,
+    mode=None,
+    dry_run=False,
+    port=None,
+    storage=None,
+    backend=None,
+    database=None,
+):
     """Deploy an MLflow tracking server with artifacts in your bucket, and wait until it is ready."""
     options = dict(bucket=bucket, prefix=prefix, name=name, port=port, storage=storage)
+    # Only when given: the root `up` passes none of them, and a part's other options stay as they were.
+    # The option is "backend_store": a part's first parameter is already named backend.
+    options.update({k: v for k, v in (("backend_store", backend), ("database", database)) if v is not None})
     backend_for(c, namespace, mode, dry_run).up([SERVICE_SPEC], {SERVICE: options})
 
 

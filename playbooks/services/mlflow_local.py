@@ -1,8 +1,9 @@
-"""MLflow in local mode: `mlflow server` as a supervised process, SQLite in the state folder."""
+"""MLflow in local mode: `mlflow server` as a supervised process, SQLite in the state folder or PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from playbooks import local, preflight
 from playbooks.deploy import config_hash
@@ -10,6 +11,8 @@ from playbooks.errors import PlaybookError
 from playbooks.mlflow_check import round_trip
 from playbooks.report import Report
 from playbooks.s3 import S3Settings, bucket_shortfalls, choose_bucket, s3_from_env, validate_bucket
+from playbooks.services import mlflow_db, mlflow_upgrade
+from playbooks.services.mlflow_db import BACKEND_URI_ENV, PASSWORD_ENV, Database
 
 SERVICE = "mlflow"
 
@@ -58,16 +61,63 @@ def job_execution_env(enabled: bool) -> dict[str, str]:
     return {JOB_EXECUTION_ENV: "true" if enabled else "false"}
 
 
-def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Process:
-    folder = local.service_dir(c, SERVICE)
+def sqlite_uri(c) -> str:
+    return f"sqlite:///{local.service_dir(c, SERVICE) / 'mlflow.db'}"
+
+
+def service_database(c) -> Database | None:
+    """The local postgres service (postgres.up), when it is installed and runs."""
+    try:
+        from playbooks.services import postgres_local  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    found = postgres_local.connection(c)
+    if found is None:
+        return None
+    return Database(
+        host=found.host,
+        port=int(found.port),
+        user=found.user,
+        dbname=found.dbname,
+        origin="the local postgres service (postgres.up)",
+        password_file=Path(found.password_file) if found.password_file else None,
+    )
+
+
+def running_backend(c) -> str | None:
+    """The backend of the server local mode runs (or ran and crashed), from its recorded inputs."""
+    state = local.processes(c, SERVICE).get(SERVICE)
+    if not state or state.get("corrupt"):
+        return None
+    from playbooks.services.mlflow import backend_of_uri
+
+    return backend_of_uri(state.get("inputs", {}).get("backend"))
+
+
+def process(
+    c,
+    port: int,
+    destination: str,
+    s3: S3Settings | None,
+    db: Database | None = None,
+    password: str | None = None,
+    workers: int = 1,
+) -> local.Process:
     jobs = job_execution(c)
     argv = [
-        local.tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        mlflow_upgrade.mlflow_command(c), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--serve-artifacts", "--artifacts-destination", destination,
     ]  # fmt: skip
-    env = local.quiet_env(job_execution_env(jobs))
-    inputs = {"destination": destination, "job_execution": jobs}
+    uri = db.uri() if db else sqlite_uri(c)
+    # MLflow's CLI reads --backend-store-uri from the environment: the URI is not on the command line,
+    # and PostgreSQL's password reaches libpq as PGPASSWORD, in the environment only.
+    extra = {**job_execution_env(jobs), BACKEND_URI_ENV: uri}
+    env = local.quiet_env(extra)
+    env.pop(PASSWORD_ENV, None)
+    inputs = {"destination": destination, "job_execution": jobs, "backend": uri}
+    if password is not None:
+        env[PASSWORD_ENV] = password
+        inputs["database_password"] = config_hash(password)  # a changed password restarts the server
     if s3 is not None:
         env.update(s3.credentials())
         env.update(s3.public_env())
@@ -75,28 +125,48 @@ def process(c, port: int, destination: str, s3: S3Settings | None) -> local.Proc
     return local.Process(SERVICE, argv, env, health_url=f"http://127.0.0.1:{port}/health", inputs=inputs)
 
 
-def up(c, bucket=None, prefix=None, port=None, storage=None) -> None:
+def choose_database(c, backend_store: str | None, database: str | None) -> tuple[Database | None, int, str]:
+    """(the PostgreSQL database or None for SQLite, the workers, why this backend), checked offline."""
+    from playbooks.services.mlflow import choose_backend, workers_for
+
+    kind, why = choose_backend(mlflow_db.check_backend(backend_store), running_backend(c), c.config.mlflow.backend)
+    workers = workers_for(c, kind)
+    if kind == "sqlite":
+        return None, workers, why
+    choice = mlflow_db.check_choice(database or c.config.mlflow.get("database"))
+    return mlflow_db.choose(os.environ, choice, lambda: service_database(c), ""), workers, why
+
+
+def up(c, bucket=None, prefix=None, port=None, storage=None, backend_store=None, database=None) -> None:
     from playbooks.s3 import validate_prefix
 
     # Every input checked before the lock: a refused `up` leaves the state folder as it was.
     chosen_prefix = validate_prefix(prefix if prefix is not None else c.config.mlflow.prefix)
     destination, s3, why = artifact_store(c, bucket, chosen_prefix, storage)
-    if s3 is not None:
-        preflight.refuse(bucket_shortfalls(s3, destination.removeprefix("s3://").partition("/")[0]))
+    db, workers, backend_why = choose_database(c, backend_store, database)
+    password = db.read_password() if db else None
+    shortfalls = bucket_shortfalls(s3, destination.removeprefix("s3://").partition("/")[0]) if s3 else []
+    if db is not None:
+        shortfalls += mlflow_db.reach_shortfalls(db, password)
+    preflight.refuse(shortfalls)
     local.check_ports(port)
     with local.writing(c, "mlflow.up"):
-        _up(c, port, destination, s3, why)
+        _up(c, port, destination, s3, why, db, password, workers, backend_why)
 
 
-def _up(c, port, destination: str, s3, why: str) -> None:
+def _up(c, port, destination: str, s3, why: str, db=None, password=None, workers=1, backend_why="") -> None:
     state = local.processes(c, SERVICE).get(SERVICE)
     chosen_port = local.choose_port(
         port, local.preferred_port(c, "mlflow"), previous=state, last=local.last_ports(c, SERVICE, SERVICE)
     )
     print(f"mlflow: artifacts go to {destination} ({why})", flush=True)
-    result = local.ensure(
-        c, SERVICE, process(c, chosen_port, destination, s3), {"http": chosen_port}, float(c.config.local.start_timeout)
-    )
+    if db is not None:
+        print(f"mlflow: backend PostgreSQL, {db.where()} ({db.origin}), {workers} worker(s)", flush=True)
+    elif backend_why.startswith("kept"):
+        print(f"mlflow: backend SQLite ({backend_why})", flush=True)
+    server = process(c, chosen_port, destination, s3, db, password, workers)
+    mlflow_upgrade.before_start(c, server)  # an older database: migrated first (the old server stopped)
+    result = local.ensure(c, SERVICE, server, {"http": chosen_port}, float(c.config.local.start_timeout))
     if result == "running":
         print(f"mlflow: already running and healthy (pid {state['pid']}): no change")
     print(f"mlflow: export MLFLOW_TRACKING_URI=http://127.0.0.1:{chosen_port}")
@@ -108,13 +178,23 @@ def down(c, purge: bool = False) -> None:
 
 
 def _down(c, purge: bool) -> None:
+    state = local.processes(c, SERVICE).get(SERVICE) or {}
+    uri = None if state.get("corrupt") else state.get("inputs", {}).get("backend")
     stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
     print(f"mlflow: stopped {', '.join(stopped)}" if stopped else "mlflow: nothing running")
+    from playbooks.services.mlflow import backend_of_uri, describe_uri
+
+    on_postgres = backend_of_uri(uri) == "postgres"
     if purge:
         local.purge(c, SERVICE)
-        print(f"mlflow: deleted {local.service_dir(c, SERVICE)} (database and local artifacts)")
+        what = "local artifacts" if on_postgres else "database and local artifacts"
+        print(f"mlflow: deleted {local.service_dir(c, SERVICE)} ({what})")
     elif local.service_dir(c, SERVICE).exists():
-        print(f"mlflow: kept {local.service_dir(c, SERVICE)} (database; pass --purge to delete it)")
+        what = "local artifacts" if on_postgres else "database"
+        print(f"mlflow: kept {local.service_dir(c, SERVICE)} ({what}; pass --purge to delete it)")
+    if on_postgres:
+        # Not ours to delete: the platform's database, or the postgres service's (postgres.down --purge).
+        print(f"mlflow: the runs stay in {describe_uri(uri)} (mlflow.down never deletes a PostgreSQL database)")
 
 
 def status(c) -> bool:
@@ -124,6 +204,11 @@ def status(c) -> bool:
         return False
     health = local.health(state)
     print(f"mlflow: {health} (pid {state.get('pid')}), http://127.0.0.1:{state.get('ports', {}).get('http')}")
+    uri = None if state.get("corrupt") else state.get("inputs", {}).get("backend")
+    if uri:
+        from playbooks.services.mlflow import backend_of_uri, describe_uri
+
+        print(f"mlflow: backend {describe_uri(uri) if backend_of_uri(uri) == 'postgres' else 'SQLite, ' + uri[10:]}")
     for line in local.crash_report(c, SERVICE):
         print(line)
     local.refuse_crashed(c, SERVICE)
