@@ -1,6 +1,8 @@
 """Collection defaults. Users override them in invoke.yaml, INVOKE_* variables or flags."""
 
 MLFLOW_VERSION = "3.17.2"
+# The release before it: the upgrade tests deploy it, then `up` the current one (scripts/lab-images.sh).
+MLFLOW_PREVIOUS_VERSION = "3.16.1"
 # Dask Gateway: chart version, images and the smoke client (pyproject.toml) share one release.
 GATEWAY_VERSION = "2026.3.0"
 # The smoke client pins dask[distributed] to the same release (pyproject.toml).
@@ -102,6 +104,17 @@ DEFAULTS: dict = {
         "job_execution": False,
         "rollout_timeout": 300,
         "smoke_timeout": 120,
+        # A new MLflow on an existing database (mlflow_upgrade.py): the whole schema migration (the
+        # Job's image pull included), and the schema check, in seconds.
+        "upgrade_timeout": 600,
+        "upgrade_check_timeout": 60,
+        # The cluster's schema-check Job runs beside the old server: it fits the `medium` quota's rest.
+        "upgrade_check_resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "100m", "memory": "96Mi"},
+        },
+        # Local mode: the `mlflow` executable the server runs (None: this environment's, else PATH's).
+        "local_command": None,
     },
     "dask": {
         "name": "dask",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -35,6 +36,9 @@ class Plan:
     # Deployment name -> the setting that sizes its pods, named by a wait's fix (out of memory,
     # quota); by default the keys of playbooks/defaults.py (see resources_setting).
     resources: dict[str, str] = field(default_factory=dict)
+    # Steps run after the preflight and before the docs are applied, only when the plan changes
+    # something (not in a dry run): e.g. MLflow's schema migration before a new image serves.
+    prepare: list[Callable[[], None]] = field(default_factory=list)
 
     def resources_setting(self, deployment: str) -> str | None:
         """ "<service>.resources" for the Deployment named like the instance, "<service>.<part>_resources" for "<instance>-<part>"."""
@@ -153,6 +157,8 @@ def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
     def apply_and_wait(plan: Plan) -> None:
         changes = any(plan is other for other in changing)
         if changes:
+            for step in plan.prepare:
+                step()
             kubectl.apply_now(plan.docs)
         kubectl.out(f"{plan.instance}: {'applied changes' if changes else 'no change'}")
         run_all(

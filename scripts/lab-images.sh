@@ -3,16 +3,19 @@
 # the services' images, tagged as playbooks/defaults.py names them (the kit's datalab-images.sh), and
 # the session image: Python with this project's core dependencies (no extras), as `pip install
 # datalab-playbooks` gives a Datalab session; the test installs the project's wheel into it.
-#   scripts/lab-images.sh [NAME ...]   names: dask mlflow gateway-server gateway-backend traefik session (default: all)
 # mlflow is built here, not by the kit: the real -full image ships psycopg2 (MLflow on PostgreSQL), the kit's has none.
+# mlflow-previous: the previous MLflow release (playbooks/defaults.py MLFLOW_PREVIOUS_VERSION) under the
+# name its official image has, for the upgrade test (tests/e2e/test_mlflow_upgrade_e2e.py).
+#   scripts/lab-images.sh [NAME ...]   names: dask mlflow mlflow-previous gateway-server gateway-backend traefik session
+#                                      (default: all)
 # env: LAB_KIT (default: shared/lab beside this checkout), LAB_DIR (the kit's, default ~/k8s-lab). The node must be up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=${LAB_KIT:-../shared/lab}
 [ -x "$kit/images/mkpyimage.sh" ] || { echo "no lab kit at $kit: set LAB_KIT" >&2; exit 1; }
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(dask mlflow gateway-server gateway-backend traefik session)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(dask mlflow mlflow-previous gateway-server gateway-backend traefik session)
 services=()
-for name in "${want[@]}"; do case "$name" in session|mlflow) ;; *) services+=("$name") ;; esac; done
+for name in "${want[@]}"; do case "$name" in session|mlflow|mlflow-previous) ;; *) services+=("$name") ;; esac; done
 [ ${#services[@]} -eq 0 ] || "$kit/images/datalab-images.sh" "${services[@]}"
 case " ${want[*]} " in
   *" mlflow "*)
@@ -24,5 +27,11 @@ case " ${want[*]} " in
   *" session "*)
     mapfile -t deps < <(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
     IMAGE_CMD='["sleep","infinity"]' "$kit/images/mkpyimage.sh" datalab-playbooks/session:core pip "${deps[@]}"
+    ;;
+esac
+case " ${want[*]} " in
+  *" mlflow-previous "*)
+    previous=$(python3 -c 'import ast; print(next(n.value.value for n in ast.parse(open("playbooks/defaults.py").read()).body if isinstance(n, ast.Assign) and n.targets[0].id == "MLFLOW_PREVIOUS_VERSION"))')
+    "$kit/images/mkpyimage.sh" "ghcr.io/mlflow/mlflow:v$previous-full" "mlflow==$previous" boto3 psycopg2-binary
     ;;
 esac

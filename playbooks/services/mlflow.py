@@ -29,7 +29,7 @@ from playbooks.s3 import (
     validate_bucket,
     validate_prefix,
 )
-from playbooks.services import mlflow_db, mlflow_local, storage_cluster
+from playbooks.services import mlflow_db, mlflow_local, mlflow_upgrade, storage_cluster
 from playbooks.services.mlflow_db import BACKEND_URI_ENV, Database
 from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target, validate_namespace
@@ -327,6 +327,7 @@ class MlflowOnCluster(ClusterPart):
             plan.checks.append(partial(bucket_shortfalls, s3, chosen))
         if db is not None:
             plan.checks.append(partial(database_shortfalls, db))
+        mlflow_upgrade.attach(backend, plan)  # a new image: check and migrate the database first
         return plan
 
     def access(self, backend: ClusterBackend, instance: str) -> None:

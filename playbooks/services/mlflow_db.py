@@ -301,8 +301,9 @@ def _pg_error(error: Exception) -> tuple[str, str]:
 def reach_shortfalls(db: Database, password: str | None, timeout: float = 5) -> list[str]:
     """Connect as MLflow will (pg8000, pure Python): what is wrong, in one line each, or nothing.
 
-    Also asks for the MLflow schema's version (alembic_version) and hands it to the schema
-    check (see schema_shortfalls).
+    A database whose MLflow schema is newer than the server's (a downgrade) is refused by the
+    upgrade check (mlflow_upgrade.before_start locally, mlflow_upgrade.attach on an image change),
+    which reads it with the server's own environment, PGPASSWORD included.
     """
     try:
         import pg8000.dbapi
@@ -338,33 +339,8 @@ def reach_shortfalls(db: Database, password: str | None, timeout: float = 5) -> 
             f"cannot reach PostgreSQL at {db.host}:{db.port} ({reason[:160]}): "
             f"check the host and port of {db.origin}, and that the server runs"
         ]
-    try:
-        cursor = connection.cursor()
-        try:
-            cursor.execute("SELECT version_num FROM alembic_version")
-            row = cursor.fetchone()
-            version = row[0] if row else None
-        except pg8000.exceptions.DatabaseError:
-            version = None  # a new database: MLflow creates its tables
-        return schema_shortfalls(db, version)
-    finally:
-        connection.close()
-
-
-def schema_shortfalls(db: Database, version: str | None) -> list[str]:
-    """A database whose MLflow schema is newer than the server's (a downgrade): refused.
-
-    The schema-version check belongs to the upgrade work (playbooks/services/mlflow_schema.py,
-    when present: `downgrade_shortfalls(revision, where) -> list[str]`); without it, nothing is refused here.
-    """
-    if version is None:
-        return []
-    try:
-        from playbooks.services import mlflow_schema  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    check = getattr(mlflow_schema, "downgrade_shortfalls", None)
-    return check(version, db.where()) if check else []
+    connection.close()
+    return []
 
 
 def resolvable(host: str) -> bool:

@@ -11,7 +11,7 @@ from playbooks.errors import PlaybookError
 from playbooks.mlflow_check import round_trip
 from playbooks.report import Report
 from playbooks.s3 import S3Settings, bucket_shortfalls, choose_bucket, s3_from_env, validate_bucket
-from playbooks.services import mlflow_db
+from playbooks.services import mlflow_db, mlflow_upgrade
 from playbooks.services.mlflow_db import BACKEND_URI_ENV, PASSWORD_ENV, Database
 
 SERVICE = "mlflow"
@@ -105,7 +105,8 @@ def process(
 ) -> local.Process:
     jobs = job_execution(c)
     argv = [
-        local.tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        mlflow_upgrade.mlflow_command(c), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers),
         "--serve-artifacts", "--artifacts-destination", destination,
     ]  # fmt: skip
     uri = db.uri() if db else sqlite_uri(c)
@@ -164,13 +165,9 @@ def _up(c, port, destination: str, s3, why: str, db=None, password=None, workers
         print(f"mlflow: backend PostgreSQL, {db.where()} ({db.origin}), {workers} worker(s)", flush=True)
     elif backend_why.startswith("kept"):
         print(f"mlflow: backend SQLite ({backend_why})", flush=True)
-    result = local.ensure(
-        c,
-        SERVICE,
-        process(c, chosen_port, destination, s3, db, password, workers),
-        {"http": chosen_port},
-        float(c.config.local.start_timeout),
-    )
+    server = process(c, chosen_port, destination, s3, db, password, workers)
+    mlflow_upgrade.before_start(c, server)  # an older database: migrated first (the old server stopped)
+    result = local.ensure(c, SERVICE, server, {"http": chosen_port}, float(c.config.local.start_timeout))
     if result == "running":
         print(f"mlflow: already running and healthy (pid {state['pid']}): no change")
     print(f"mlflow: export MLFLOW_TRACKING_URI=http://127.0.0.1:{chosen_port}")
