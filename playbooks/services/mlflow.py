@@ -445,6 +445,19 @@ class MlflowLocal(LocalPart):
     def logs(self, backend: LocalBackend, lines: int, **_) -> str:
         return mlflow_local.logs(backend.c, int(lines))
 
+    def backup(self, backend: LocalBackend, instance: str, to: str | None) -> None:
+        refuse_instance(instance)
+        mlflow_local.backup(backend.c, to)
+
+    def restore(self, backend: LocalBackend, instance: str, source: str | None, force: bool) -> None:
+        refuse_instance(instance)
+        mlflow_local.restore(backend.c, source, force)
+
+
+def refuse_instance(instance: str) -> None:
+    if instance != SERVICE:
+        raise PlaybookError(f"local mode runs one MLflow, named {SERVICE}: leave out --name {instance}")
+
 
 @task(
     help={
@@ -538,7 +551,36 @@ def logs(c, lines=50, namespace=None, mode=None):
     print(backend.part(SERVICE_SPEC).logs(backend, int(lines)) or "mlflow: no log yet")
 
 
-ns = Collection(SERVICE, up, down, status, smoke, logs)
+@task(
+    help={
+        "to": "A local file or folder (a folder takes the timestamped name). Default: the bucket MLflow uses, <prefix>/backups/.",
+        "name": "Name of the service (default: mlflow).",
+        **TARGET_HELP,
+    }
+)
+def backup(c, to=None, name=None, namespace=None, mode=None):
+    """Back up MLflow's tracking database (SQLite: a consistent copy; PostgreSQL: pg_dump) with a timestamped name."""
+    instance = _instance(c, name)
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).backup(backend, instance, to)
+
+
+@task(
+    help={
+        "from": "A local backup file, or s3://BUCKET/KEY. Default: the newest backup of this instance in the bucket.",
+        "force": "Replace a database that holds runs, experiments or models.",
+        "name": "Name of the service (default: mlflow).",
+        **TARGET_HELP,
+    }
+)
+def restore(c, from_=None, force=False, name=None, namespace=None, mode=None):
+    """Restore MLflow's tracking database from a backup: the server stops meanwhile and starts again."""
+    instance = _instance(c, name)
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).restore(backend, instance, from_, force)
+
+
+ns = Collection(SERVICE, up, down, status, smoke, logs, backup, restore)
 
 SERVICE_SPEC = Service(
     name=SERVICE,

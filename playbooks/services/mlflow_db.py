@@ -356,3 +356,25 @@ def resolvable(host: str) -> bool:
 
 def environment() -> Mapping[str, str]:
     return os.environ
+
+
+def find_by_uri(env: Mapping[str, str], uri: str, service: Callable[[], Database | None]) -> Database:
+    """The database (with its password) behind a URI a server was given: every source is tried."""
+    candidates: list[Callable[[], Database | None]] = list(platform_databases(env).values())
+    if env.get("DATABASE_URL") and _is_postgres_url(env["DATABASE_URL"]):
+        candidates.append(lambda: parse_url(env["DATABASE_URL"], "DATABASE_URL"))
+    if env.get("PGHOST"):
+        candidates.append(lambda: _from_libpq(env))
+    candidates.append(service)
+    for candidate in candidates:
+        try:
+            found = candidate()
+        except PlaybookError:
+            continue
+        if found is not None and found.uri() == uri:
+            return found
+    parts = urlsplit(uri)
+    raise PlaybookError(
+        f"MLflow uses database {unquote(parts.path.lstrip('/'))} on {parts.hostname}:{parts.port}, whose credentials "
+        "are not in this environment: export the variables `mlflow.up` was given (or start the postgres service)"
+    )
