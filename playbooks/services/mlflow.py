@@ -6,6 +6,7 @@ import base64
 import json
 import os
 from functools import partial
+from pathlib import Path
 
 from invoke import Collection
 
@@ -78,6 +79,31 @@ def db_secret_name(name: str, db: Database) -> str:
     return db.secret or f"{name}-db"
 
 
+# The init container of a PostgreSQL server: a database it cannot use is one line in its log and an
+# exit within ~30 s (the rollout's wait then reports the crash loop), not MLflow's own ~2 minutes of retries.
+DB_CHECK = """
+import os, sys, time
+from urllib.parse import parse_qsl, unquote, urlsplit
+import psycopg2
+uri = urlsplit(os.environ["MLFLOW_BACKEND_STORE_URI"])
+where = "database %s at %s:%s" % (unquote(uri.path[1:]), uri.hostname, uri.port or 5432)
+reason = "no answer"
+for attempt in range(4):
+    try:
+        psycopg2.connect(host=uri.hostname, port=uri.port or 5432, user=unquote(uri.username or ""),
+                         dbname=unquote(uri.path[1:]), connect_timeout=5, **dict(parse_qsl(uri.query))).close()
+        print("db-check: PostgreSQL %s answers" % where)
+        sys.exit(0)
+    except psycopg2.OperationalError as error:
+        reason = " ".join(str(error).split())[:300]
+        if "authentication failed" in reason or "does not exist" in reason:
+            break
+        time.sleep(5)
+print("db-check: cannot use PostgreSQL %s: %s" % (where, reason), file=sys.stderr)
+sys.exit(1)
+"""
+
+
 def shape_deployment(docs: list[dict], db: Database | None) -> None:
     """What differs between the backends in the Deployment: SQLite mounts its volume, PostgreSQL reads PGPASSWORD."""
     for doc in docs:
@@ -92,6 +118,19 @@ def shape_deployment(docs: list[dict], db: Database | None) -> None:
                 container["env"] = [e for e in container["env"] if e["name"] != mlflow_db.PASSWORD_ENV]
             container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "db"]
             pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "db"]
+            database_env = [e for e in container["env"] if e["name"] in (BACKEND_URI_ENV, mlflow_db.PASSWORD_ENV)]
+            pod["initContainers"] = [
+                {
+                    "name": "db-check",
+                    "image": container["image"],
+                    "imagePullPolicy": container.get("imagePullPolicy", "IfNotPresent"),
+                    "command": ["python3", "-c", DB_CHECK],
+                    "env": [*database_env, {"name": "HOME", "value": "/tmp"}],
+                    "resources": container["resources"],
+                    "securityContext": container["securityContext"],
+                    "volumeMounts": [m for m in container["volumeMounts"] if m["name"] == "tmp"],
+                }
+            ]
 
 
 def build_plan(
@@ -393,9 +432,78 @@ class MlflowOnCluster(ClusterPart):
     def logs(self, backend: ClusterBackend, lines: int, name=None, **_) -> str:
         return super().logs(backend, lines, None)
 
+    def backup(self, backend: ClusterBackend, instance: str, to: str | None) -> None:
+        from playbooks.services import mlflow_backup as mb
+        from playbooks.services.mlflow_backup_cluster import ClusterDatabase
+
+        db = ClusterDatabase(backend, instance)
+        name = mb.file_name(instance, db.kind)
+        target = mb.local_target(to, name) if to else None
+        store = None if target else cluster_bucket(backend, db.deployment)
+        with mb.temporary_folder() as folder:
+            copy = target or Path(folder) / name
+            db.dump(copy, float(backend.c.config.mlflow.get("backup_timeout", 600)))
+            size = copy.stat().st_size
+            where = str(copy) if target else store.put(copy, name)
+        print(f"{instance}: backed up {db.where()} to {where} ({size} bytes)", flush=True)
+
+    def restore(self, backend: ClusterBackend, instance: str, source: str | None, force: bool) -> None:
+        from playbooks.services import mlflow_backup as mb
+        from playbooks.services.mlflow_backup_cluster import ClusterDatabase
+
+        db = ClusterDatabase(backend, instance)
+        cfg = backend.c.config.mlflow
+        timeout = float(cfg.get("backup_timeout", 600))
+        with mb.temporary_folder() as folder:
+            found, origin = mb.fetch(
+                source, lambda: cluster_bucket(backend, db.deployment), instance, db.kind, Path(folder)
+            )
+            # Every check that can run before the server stops does.
+            if db.kind == "sqlite":
+                mb.sqlite_check(found)
+                held = db.count_live()
+            else:
+                db.start_helper(180)
+                held = db.count_in_helper()
+            if held and not force:
+                db.delete_helper()
+                raise mb.refusal(db.where(), held)
+            try:
+                db.stop(120)
+                if db.kind == "sqlite":
+                    db.start_helper(180)
+                    if held is None and (held := db.count_in_helper()) and not force:
+                        raise mb.refusal(db.where(), held)
+                db.load(found, timeout)
+            finally:
+                db.delete_helper()
+                db.start(float(cfg.rollout_timeout))
+        print(f"{instance}: restored {db.where()} from {origin}", flush=True)
+
     def sample_docs(self, c, target: Target) -> list[dict]:
         s3 = S3Settings("AKIAEXAMPLE", "example-secret", endpoint_url="http://s3.example:9000")
         return build_plan(c, target, s3, "ws-frank", "--bucket", "mlflow", _instance(c, None)).docs
+
+
+def cluster_bucket(backend: ClusterBackend, deployment: dict):
+    """The bucket the deployed server writes artifacts to, with S3 settings that reach it from here:
+    AWS_*, else the storage service's when its endpoint resolves here (a session in the cluster)."""
+    from urllib.parse import urlsplit
+
+    from playbooks.services.mlflow_backup import Bucket
+
+    bucket, prefix = artifact_destination(deployment)
+    s3 = s3_from_env(os.environ, required=False)
+    if s3 is None:
+        found = storage_cluster.settings(backend.c, backend.target, backend.kubectl, backend.c.config.storage.name)
+        if found and mlflow_db.resolvable(urlsplit(found[0].endpoint_url or "").hostname or ""):
+            s3 = found[0]
+    if s3 is None or bucket is None:
+        raise PlaybookError(
+            "MLflow's bucket cannot be reached from here (no AWS_* credentials, and the storage service's endpoint "
+            "is an in-cluster name): export AWS_*, or pass --to PATH / --from PATH (a local file)"
+        )
+    return Bucket(s3, bucket, prefix)
 
 
 def database_shortfalls(db: Database) -> list[str]:

@@ -294,3 +294,30 @@ def pg_content(db, password: str | None) -> int:
 
 def temporary_folder() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="mlflow-backup-")
+
+
+def fetch(source: str | None, bucket, instance: str, backend: str, folder: Path) -> tuple[Path, str]:
+    """The backup to restore, as a local file: --from PATH, --from s3://BUCKET/KEY, else the newest in
+    the bucket (bucket: a callable giving the Bucket, asked only when needed). Its kind checked."""
+    if source and not source.startswith("s3://"):
+        found = local_source(source)
+        check_kind(found.name, backend)
+        return found, str(found)
+    store = bucket()
+    if source:
+        key_bucket, _, key = source[5:].partition("/")
+        if key_bucket != store.bucket:
+            raise PlaybookError(f"--from {source}: MLflow's bucket is {store.bucket}; pass a key there or a local file")
+    else:
+        key = store.latest(instance, backend)
+    check_kind(key.rsplit("/", 1)[-1], backend)
+    found = folder / key.rsplit("/", 1)[-1]
+    store.get(key, found)
+    return found, store.url(key)
+
+
+def refusal(where: str, held: int) -> PlaybookError:
+    return PlaybookError(
+        f"{where} is not empty ({held} runs, experiments or models): restoring would replace them; "
+        "pass --force to replace it, or `invoke mlflow.backup` it first"
+    )
