@@ -72,9 +72,15 @@ def test_the_platform_database_and_the_sqlite_default(workdir, pg):
     up = run("mlflow.up", "--backend", "postgres")
     assert "(the platform's database lab/mlflow (POSTGRES_LAB_*))" in up.stdout
     run("mlflow.down")
-    sqlite = run("mlflow.up")  # nothing runs: the default backend again
+    kept = run("mlflow.up")  # a plain up (a session's start) never switches the runs away
+    assert "backend PostgreSQL, database mlflow" in kept.stdout
+    assert state(workdir, "mlflow")["inputs"]["backend"].startswith("postgresql+psycopg2://")
+    run("mlflow.down", "--purge")
+    sqlite = run("mlflow.up")  # purged: the default backend again
     assert "backend PostgreSQL" not in sqlite.stdout
     assert state(workdir, "mlflow")["inputs"]["backend"].startswith("sqlite:///")
+    switched = run("mlflow.up", "--backend", "postgres")
+    assert "backend PostgreSQL" in switched.stdout
     run("mlflow.down", "--purge")
 
 

@@ -84,14 +84,30 @@ def service_database(c) -> Database | None:
     )
 
 
+BACKEND_FILE = "backend"  # the backend of last time (not .json: those are process states)
+
+
 def running_backend(c) -> str | None:
-    """The backend of the server local mode runs (or ran and crashed), from its recorded inputs."""
-    state = local.processes(c, SERVICE).get(SERVICE)
-    if not state or state.get("corrupt"):
-        return None
+    """The backend of the server local mode runs (or ran and crashed), from its recorded inputs; else the one
+    of last time (kept across `down`, forgotten by --purge), so a plain `up` never switches a user's runs away."""
     from playbooks.services.mlflow import backend_of_uri
 
-    return backend_of_uri(state.get("inputs", {}).get("backend"))
+    state = local.processes(c, SERVICE).get(SERVICE)
+    if state and not state.get("corrupt"):
+        return backend_of_uri(state.get("inputs", {}).get("backend"))
+    try:
+        last = (local.service_dir(c, SERVICE) / BACKEND_FILE).read_text().strip()
+    except OSError:
+        return None
+    return last if last in mlflow_db.BACKENDS else None
+
+
+def remember_backend(c, backend: str) -> None:
+    from playbooks.runner import write_private
+
+    path = local.service_dir(c, SERVICE) / BACKEND_FILE
+    if not path.exists() or path.read_text().strip() != backend:
+        write_private(path, backend + "\n")
 
 
 def process(
@@ -131,6 +147,8 @@ def choose_database(c, backend_store: str | None, database: str | None) -> tuple
     from playbooks.services.mlflow import choose_backend, workers_for
 
     kind, why = choose_backend(mlflow_db.check_backend(backend_store), running_backend(c), c.config.mlflow.backend)
+    if why.startswith("kept") and not local.alive(local.processes(c, SERVICE).get(SERVICE)):
+        why = "kept from last time; pass --backend to change it"
     workers = workers_for(c, kind)
     if kind == "sqlite":
         return None, workers, why
@@ -165,6 +183,7 @@ def _up(c, port, destination: str, s3, why: str, db=None, password=None, workers
         print(f"mlflow: backend PostgreSQL, {db.where()} ({db.origin}), {workers} worker(s)", flush=True)
     elif backend_why.startswith("kept"):
         print(f"mlflow: backend SQLite ({backend_why})", flush=True)
+    remember_backend(c, "sqlite" if db is None else "postgres")
     server = process(c, chosen_port, destination, s3, db, password, workers)
     mlflow_upgrade.before_start(c, server)  # an older database: migrated first (the old server stopped)
     result = local.ensure(c, SERVICE, server, {"http": chosen_port}, float(c.config.local.start_timeout))
