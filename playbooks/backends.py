@@ -143,6 +143,10 @@ class Backend:
     def status_footer(self) -> list[str]:
         return []
 
+    def forwards(self) -> list[dict]:
+        """`invoke forward`'s forwards, each with its state (cluster modes)."""
+        return []
+
     @property
     def reach(self) -> str:
         """Where the caller reaches the services from: shellenv.LOCAL, IN_CLUSTER or FORWARDED."""
@@ -370,6 +374,28 @@ class ClusterBackend(Backend):
 
     def require_network_policy(self) -> None:
         self.c.config.security.network_policy = True
+
+    def down(self, services: list[Service], purge: bool, options: dict[str, dict] | None = None) -> None:
+        super().down(services, purge, options)
+        if not self.dry_run:
+            from playbooks import forwards
+
+            named = [(options or {}).get(s.name, {}).get("name") for s in services]
+            forwards.forget(self, [s.name for s in services], named[0] if len(services) == 1 else None)
+
+    def forwards(self) -> list[dict]:
+        """`invoke forward`'s forwards here, each with its state (none when it does not run)."""
+        from playbooks import forwards
+
+        return forwards.current(self)[1]
+
+    def status_footer(self) -> list[str]:
+        from playbooks import forwards
+
+        found = self.forwards()
+        if not found:
+            return []
+        return ["", *forwards.table([("forward", "address", "to", "state"), *map(forwards.describe, found)])]
 
     @property
     def reach(self) -> str:

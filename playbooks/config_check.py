@@ -19,7 +19,7 @@ TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Mappings whose keys are Kubernetes' (a securityContext, requests/limits): not ours to list.
 OPEN = ("security.pod", "security.container")
 # Settings without a default value (None) and the kind they take.
-OPTIONAL_STRINGS = {"namespace", "mode", "kubeconfig", "context", "storage_class", "bucket"}
+OPTIONAL_STRINGS = {"namespace", "mode", "kubeconfig", "context", "storage_class", "bucket", "state_dir"}
 # Quantities and versions come as numbers from YAML (`cpu: 1`, `limit: 1`): scalars stand for strings there.
 NUMERIC_STRINGS = {"storage_size", "worker_scratch_size", "request", "limit", "memory", "chart_version"}
 

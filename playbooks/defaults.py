@@ -7,6 +7,8 @@ MLFLOW_PREVIOUS_VERSION = "3.16.1"
 GATEWAY_VERSION = "2026.3.0"
 # The smoke client pins dask[distributed] to the same release (pyproject.toml).
 DASK_VERSION = "2026.8.0"
+# The official image's PostgreSQL release (the lab's stand-in: scripts/lab-images.sh).
+POSTGRES_VERSION = "16.11"
 
 DEFAULTS: dict = {
     "target": {
@@ -34,6 +36,24 @@ DEFAULTS: dict = {
             "storage": 9000,
             "gateway": 8000,
             "gateway_proxy": 8001,
+            "postgres": 5432,
+        },
+    },
+    # `invoke forward`: supervised port-forwards to the running services (cluster modes).
+    "forward": {
+        # None: $XDG_STATE_HOME/datalab-playbooks/forwards (~/.local/state/...), a folder per target.
+        "state_dir": None,
+        # Seconds `forward` waits until every forward answers.
+        "timeout": 60,
+        # The local port of each forward when free (else its port of last time, else any free one).
+        "ports": {
+            "mlflow": 5000,
+            "dask": 8786,
+            "dask_dashboard": 8787,
+            "gateway": 8000,
+            "gateway_proxy": 8001,
+            "storage": 9000,
+            "postgres": 5432,
         },
     },
     "storage": {
@@ -76,6 +96,30 @@ DEFAULTS: dict = {
         "kubectl": "kubectl",
         "helm": "helm",
         "field_manager": "datalab-playbooks",
+    },
+    "postgres": {
+        "name": "postgres",
+        # Run with an explicit command (initdb on an empty volume, then postgres): no entrypoint script needed.
+        "image": f"docker.io/library/postgres:{POSTGRES_VERSION}-bookworm",
+        # The application's database and its owner (the cluster's bootstrap superuser, as the official
+        # image's POSTGRES_USER is); the password is generated once and kept in the Secret <name>-app.
+        "database": "mlflow",
+        "user": "mlflow",
+        "storage_size": "1Gi",
+        "storage_class": None,
+        # Small by design (README: Resources): shared_buffers and max_connections below.
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "250m", "memory": "256Mi"},
+        },
+        # Server settings (`postgres -c`): 64MB of buffers inside the 256Mi limit, a few MLflow workers' pools.
+        "shared_buffers": "64MB",
+        "max_connections": 30,
+        # Local mode: the folder of initdb/postgres/pg_isready; "" finds them (pg_config --bindir,
+        # /usr/lib/postgresql/<newest>/bin, the pgserver wheel).
+        "bin_dir": "",
+        "rollout_timeout": 300,
+        "smoke_timeout": 60,
     },
     "mlflow": {
         "name": "mlflow",

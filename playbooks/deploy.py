@@ -30,6 +30,8 @@ class Plan:
     docs: list[dict]
     deployments: list[str]
     timeout: float
+    # StatefulSets to wait for, as the Deployments are (the same wait: kube.wait_for_rollout).
+    statefulsets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Preflight checks of this plan's own (e.g. that its bucket answers): see playbooks/preflight.py.
     checks: list[preflight.Check] = field(default_factory=list)
@@ -152,7 +154,7 @@ def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
         for plan in plans:
             kubectl.apply_now(plan.docs)
         return
-    one_wait = sum(len(plan.deployments) for plan in plans) == 1
+    one_wait = sum(len(plan.deployments) + len(plan.statefulsets) for plan in plans) == 1
 
     def apply_and_wait(plan: Plan) -> None:
         changes = any(plan is other for other in changing)
@@ -161,13 +163,20 @@ def apply_plans(kubectl: Kubectl, plans: list[Plan]) -> None:
                 step()
             kubectl.apply_now(plan.docs)
         kubectl.out(f"{plan.instance}: {'applied changes' if changes else 'no change'}")
+        workloads = [("Deployment", name) for name in plan.deployments]
+        workloads += [("StatefulSet", name) for name in plan.statefulsets]
         run_all(
             {
                 f"{plan.instance}/{name}": partial(
-                    kubectl.wait_for_deployment, name, plan.selector, plan.timeout, label, plan.resources_setting(name)
+                    kubectl.wait_for_rollout,
+                    kind,
+                    name,
+                    plan.selector,
+                    plan.timeout,
+                    plan.instance if one_wait else f"{plan.instance}/{name}",
+                    plan.resources_setting(name),
                 )
-                for name in plan.deployments
-                for label in [plan.instance if one_wait else f"{plan.instance}/{name}"]
+                for kind, name in workloads
             }
         )
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from playbooks.backends import ClusterBackend, LocalBackend
     from playbooks.deploy import Plan
+    from playbooks.forwards import Want
     from playbooks.report import Report
     from playbooks.shellenv import EnvVar
     from playbooks.target import Target
@@ -78,6 +79,10 @@ class ClusterPart:
 
     def env(self, backend: ClusterBackend) -> list[EnvVar]:
         """The shell variables that reach it from where the caller is (backend.reach), secrets by reference."""
+        return []
+
+    def forwards(self, backend: ClusterBackend) -> list[Want]:
+        """The ports of its running instances that `invoke forward` makes reachable on 127.0.0.1."""
         return []
 
     def logs(self, backend: ClusterBackend, lines: int, name: str | None = None, **options) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # In start order: `down` goes the other way.
 BUILTIN = (
     "playbooks.services.storage",
+    "playbooks.services.postgres",
     "playbooks.services.mlflow",
     "playbooks.services.dask",
     "playbooks.services.gateway",

@@ -185,6 +185,10 @@ def status(c, namespace=None, mode=None, json=False):
         rows = backend.status_rows(registry.services())
         doc["mode"] = backend.mode
         doc["services"] = [status_entry(row) for row in rows]
+        if backend.mode != "local":
+            from playbooks.forwards import as_json
+
+            doc["forwards"] = [as_json(entry) for entry in backend.forwards()]
         if not rows:
             print(f"nothing deployed {backend.where()}: run `invoke up`")
             return

@@ -18,9 +18,6 @@ LOCAL = "local"  # local mode: the processes' own 127.0.0.1 addresses
 IN_CLUSTER = "in-cluster"  # a pod in the services' namespace: cluster DNS
 FORWARDED = "port-forward"  # outside the cluster, or vCluster mode: 127.0.0.1 through `kubectl port-forward`
 
-# The local ports of the port-forwards the playbooks print (and `env` assumes).
-FORWARD_PORTS = {"dask": 8786, "dask_dashboard": 8787, "gateway": 8000, "gateway_proxy": 8001}
-
 
 @dataclass(frozen=True)
 class EnvVar:

@@ -28,8 +28,9 @@ BUCKET = "ws-frank"
 # No well-known ports in tests (local.ports): tests run side by side, and other runs on this
 # machine may hold them; tests of the well-known ports set their own.
 ANY_PORT = {
-    f"INVOKE_LOCAL_PORTS_{key}": "0"
-    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY")
+    f"INVOKE_{section}_PORTS_{key}": "0"
+    for section in ("LOCAL", "FORWARD")
+    for key in ("MLFLOW", "DASK", "DASK_DASHBOARD", "STORAGE", "GATEWAY", "GATEWAY_PROXY", "POSTGRES")
 }
 # No client may talk to an outside host from a test; every environment a test builds has these.
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **ANY_PORT}

@@ -1,6 +1,6 @@
 """Bad input, offline and in local mode: exit code 1, one line that names the fix, no traceback, nothing changed.
 
-The table CASES holds 101 cases, plus those service_cases() derives from the registry. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
+The table CASES holds 105 cases, plus those service_cases() derives from the registry. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
 in one folder per module where `storage.up` and `dask.up --workers 1` run real local servers.
 Before and after each case it takes a snapshot of that folder (every file and directory with
 its size and mtime: the state folder .playbooks/, the kubeconfig, HOME) and of the processes
@@ -120,6 +120,12 @@ CASES = [
     Case("status: unknown mode", ["status", "--mode", "cluster"], "unknown mode 'cluster'"),
     Case("env: unknown mode", ["env", "--mode", "cluster"], "unknown mode 'cluster'"),
     Case("unreachable API: env", ["env"], UNREACHABLE, CLUSTER),
+    Case("forward: timeout 0", ["forward.start", "--timeout", "0"], "--timeout 0: give seconds between 1 and 3600"),
+    Case("unreachable API: forward", ["forward.start"], UNREACHABLE, CLUSTER),
+    Case("forward.stop: unknown mode", ["forward.stop", "--mode", "cluster"], "unknown mode 'cluster'"),
+    Case(
+        "forward.status: invalid namespace", ["forward.status", "--namespace", "Bad_NS"], "invalid namespace 'Bad_NS'"
+    ),
     Case("unknown mode with a cluster", ["target", "--mode", "kind"], "unknown mode 'kind'", CLUSTER),
     Case(
         "unknown context",

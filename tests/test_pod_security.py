@@ -202,6 +202,7 @@ ALL_PODS = [
     "dask-smoke",
     "storage",
     "storage-bucket",
+    "postgres",
     "dask-gateway-scheduler",
     "dask-gateway-worker",
 ]
@@ -215,6 +216,7 @@ WRITES = {
     "check": ["/tmp"],
     "minio": ["/tmp/.minio", "/data"],
     "mc": ["/tmp/mc"],
+    "postgres": ["/tmp", "/var/lib/postgresql/data/pgdata"],  # the unix socket in /tmp; the database
     "dask-scheduler": ["/tmp"],
     "dask-worker": ["/tmp"],
 }
@@ -345,7 +347,7 @@ def test_chart_pod_exceptions_are_documented():
 def test_every_service_is_cluster_internal_and_no_pod_takes_a_host_port():
     docs = manifests()
     services = [d for d in docs if d["kind"] == "Service"]
-    assert {s["metadata"]["name"] for s in services} == {"mlflow", "dask-scheduler", "storage"}
+    assert {s["metadata"]["name"] for s in services} == {"mlflow", "dask-scheduler", "storage", "postgres"}
     for service in services:
         assert service["spec"]["type"] == "ClusterIP", service["metadata"]["name"]
         assert not {"externalIPs", "loadBalancerIP", "externalName"} & service["spec"].keys()

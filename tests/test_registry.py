@@ -45,7 +45,7 @@ def test_the_cli_lists_its_tasks_and_the_root_up_offers_it(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "echo.up" in listed.stdout and "echo.down" in listed.stdout
     helped = cli("up", "--help", env=PLUGIN, cwd=tmp_path)
-    assert "(storage, mlflow, dask, gateway, echo)" in " ".join(helped.stdout.split())
+    assert "(storage, postgres, mlflow, dask, gateway, echo)" in " ".join(helped.stdout.split())
     without = cli("--list", env={}, cwd=tmp_path)
     assert "echo." not in without.stdout
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
 # README, "A session's start-up script": keep the two identical.
-SNIPPET = 'playbooks up --quiet --deadline 300 && eval "$(playbooks env)"'
+SNIPPET = 'playbooks up --quiet --deadline 300 && playbooks forward --quiet && eval "$(playbooks env)"'
 
 
 def schema(task: str) -> dict:
@@ -66,10 +66,13 @@ def test_start_up_snippet_twice_then_env_json_and_smoke(workdir):
     first = shell(workdir, f"{SNIPPET} && {CLIENTS}")
     assert first.returncode == 0, first.stdout + first.stderr
     lines = first.stderr.strip().splitlines()
-    assert len(lines) == 1, first.stderr
+    assert len(lines) == 2, first.stderr
     assert lines[0].startswith("up: mlflow, dask up on this machine; started or changed: dask, mlflow in "), lines[0]
     mlflow, scheduler = state(workdir, "mlflow"), state(workdir, "dask", "scheduler")
     http, tcp, dashboard = mlflow["ports"]["http"], scheduler["ports"]["tcp"], scheduler["ports"]["dashboard"]
+    # forward: nothing to do in local mode, and one line that says where the services are.
+    assert lines[1].startswith("forward: local mode needs no forward: "), lines[1]
+    assert f"mlflow/mlflow http://127.0.0.1:{http}" in lines[1] and f"tcp://127.0.0.1:{tcp}" in lines[1], lines[1]
     assert first.stdout.splitlines() == [
         f"dask tcp://127.0.0.1:{tcp} 6",
         f"mlflow http://127.0.0.1:{http} 1",
@@ -80,7 +83,8 @@ def test_start_up_snippet_twice_then_env_json_and_smoke(workdir):
     second = shell(workdir, f"{SNIPPET} && {CLIENTS}")
     assert second.returncode == 0, second.stdout + second.stderr
     lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("up: mlflow, dask up on this machine; no change in "), lines
+    assert len(lines) == 2 and lines[0].startswith("up: mlflow, dask up on this machine; no change in "), lines
+    assert lines[1] == first.stderr.strip().splitlines()[1]
     assert state(workdir, "mlflow")["pid"] == mlflow["pid"]
     assert state(workdir, "dask", "scheduler")["pid"] == scheduler["pid"]
     assert second.stdout == first.stdout

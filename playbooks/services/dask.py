@@ -21,6 +21,7 @@ from playbooks.defaults import DEFAULTS
 from playbooks.deploy import Plan, access_shortfalls, deployed_instances, quota_shortfalls, tear_down
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
+from playbooks.forwards import Want, forwarded
 from playbooks.jobs import run_job
 from playbooks.kube import Kubectl
 from playbooks.parts import ClusterPart, LocalPart
@@ -37,7 +38,7 @@ from playbooks.render import (
 )
 from playbooks.report import Report, Step, require_passed
 from playbooks.services import dask_local
-from playbooks.shellenv import FORWARD_PORTS, IN_CLUSTER, EnvVar, preferred
+from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target
 
 SERVICE = "dask"
@@ -264,13 +265,14 @@ class DaskOnCluster(ClusterPart):
 
     def access(self, backend: ClusterBackend, instance: str) -> None:
         address = f"tcp://{in_cluster_host(f'{instance}-scheduler', backend.namespace)}:{SCHEDULER_PORT}"
-        forward = backend.kubectl_command(
-            "port-forward", f"service/{instance}-scheduler", str(SCHEDULER_PORT), str(DASHBOARD_PORT)
-        )
+        scheduler, dashboard = (forwarded(backend, want)[0] for want in self._wants(instance))
         print(f"{instance}: scheduler (in-cluster)  {address}")
         print(f"{instance}: from Python            Client({address!r})")
         print(f"{instance}: dashboard              invoke dask.dashboard --name {instance}")
-        print(f"{instance}: or port-forward        {forward}")
+        print(
+            f"{instance}: from outside           invoke forward: tcp://127.0.0.1:{scheduler}, "
+            f"http://127.0.0.1:{dashboard}/status"
+        )
         release = image_release(backend.c.config.dask.image)
         if release:
             print(f"{instance}: client                 pin dask[distributed]=={release} (the image's release)")
@@ -288,17 +290,23 @@ class DaskOnCluster(ClusterPart):
                 EnvVar("DASK_SCHEDULER_ADDRESS", f"tcp://{host}:{SCHEDULER_PORT}"),
                 EnvVar("DASK_DASHBOARD_URL", f"http://{host}:{DASHBOARD_PORT}/status"),
             ]
-        scheduler, dashboard = FORWARD_PORTS["dask"], FORWARD_PORTS["dask_dashboard"]
-        forward = backend.kubectl_command(
-            "port-forward",
-            f"service/{instance}-scheduler",
-            f"{scheduler}:{SCHEDULER_PORT}",
-            f"{dashboard}:{DASHBOARD_PORT}",
-        )
+        want_scheduler, want_dashboard = self._wants(instance)
+        scheduler, comment = forwarded(backend, want_scheduler)
+        dashboard, _ = forwarded(backend, want_dashboard)
         return [
-            EnvVar("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{scheduler}", comment=f"through: {forward}"),
+            EnvVar("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{scheduler}", comment=comment),
             EnvVar("DASK_DASHBOARD_URL", f"http://127.0.0.1:{dashboard}/status"),
         ]
+
+    def _wants(self, instance: str) -> tuple[Want, Want]:
+        resource = f"service/{instance}-scheduler"
+        return (
+            Want(SERVICE, instance, resource, SCHEDULER_PORT, "dask", "tcp", None, "scheduler"),
+            Want(SERVICE, instance, resource, DASHBOARD_PORT, "dask_dashboard", "http", "/health", "dashboard"),
+        )
+
+    def forwards(self, backend: ClusterBackend) -> list[Want]:
+        return [want for instance in deployed_instances(backend.kubectl, SERVICE) for want in self._wants(instance)]
 
     def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
         instance = _instance(backend.c, name)

@@ -17,6 +17,7 @@ from playbooks.backends import ClusterBackend, LocalBackend, backend_for
 from playbooks.defaults import DEFAULTS
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
+from playbooks.forwards import Want, forwarded
 from playbooks.gateway_check import run_check
 from playbooks.helm import Helm, merge_values
 from playbooks.kube import Kubectl
@@ -56,7 +57,7 @@ from playbooks.services.gateway_cluster import (
     store_password,
     traefik_ports,
 )
-from playbooks.shellenv import FORWARD_PORTS, IN_CLUSTER, EnvVar, preferred
+from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 
 SERVICE = "gateway"
 __all__ = [  # what the tests and benchmarks read from here
@@ -115,16 +116,21 @@ def check_tools(helm: Helm, kubectl: Kubectl) -> None:
     preflight.require([helm_shortfalls, partial(preflight.kubectl_shortfalls, kubectl.binary, kubectl.command())])
 
 
-def forward_ports(web: int, tcp: int) -> tuple[int, int]:
-    """The local ports of the port-forward to Traefik: 8000, and 8001 for a separate scheduler proxy port."""
-    local_web = FORWARD_PORTS["gateway"]
-    return local_web, local_web if tcp == web else FORWARD_PORTS["gateway_proxy"]
+def forward_wants(release: str, web: int, tcp: int) -> list[Want]:
+    """Traefik's web port (API, dashboards) and, when it has its own, the scheduler proxy port."""
+    resource = f"service/{traefik_service(release)}"
+    wants = [Want(SERVICE, release, resource, web, "gateway", "http", "/api/health")]
+    if tcp != web:
+        wants.append(Want(SERVICE, release, resource, tcp, "gateway_proxy", "gateway", None, "proxy"))
+    return wants
 
 
-def forward_command(backend: ClusterBackend, release: str, web: int, tcp: int) -> str:
-    local_web, local_tcp = forward_ports(web, tcp)
-    pairs = [f"{local_web}:{web}"] if tcp == web else [f"{local_web}:{web}", f"{local_tcp}:{tcp}"]
-    return backend.kubectl_command("port-forward", f"service/{traefik_service(release)}", *pairs)
+def forwarded_addresses(backend: ClusterBackend, release: str, web: int, tcp: int) -> tuple[str, str, str]:
+    """The local API and proxy addresses through `invoke forward`, and the comment that says so."""
+    wants = forward_wants(release, web, tcp)
+    local_web, comment = forwarded(backend, wants[0])
+    local_tcp = forwarded(backend, wants[1])[0] if len(wants) > 1 else local_web
+    return f"http://127.0.0.1:{local_web}", f"gateway://127.0.0.1:{local_tcp}", comment
 
 
 def gateway_env(address: str, proxy: str, password_command: str, comment: str = "") -> list[EnvVar]:
@@ -188,12 +194,12 @@ class GatewayOnCluster(ClusterPart):
         web, tcp = ports
         service = traefik_service(instance)
         host = in_cluster_host(service, backend.namespace)
-        local_web, local_tcp = forward_ports(web, tcp)
+        local_web, local_tcp, _ = forwarded_addresses(backend, instance, web, tcp)
         print(f"{instance}: address          http://{host}:{web}")
         print(f"{instance}: proxy address    gateway://{host}:{tcp}")
-        print(f"{instance}: port-forward     {forward_command(backend, instance, web, tcp)}")
+        print(f"{instance}: from outside     invoke forward (keeps {local_web} connected)")
         print(
-            f'{instance}: then             Gateway("http://localhost:{local_web}", proxy_address="gateway://localhost:{local_tcp}", '
+            f'{instance}: then             Gateway("{local_web}", proxy_address="{local_tcp}", '
             f'auth=BasicAuth("<any user name>", password))'
         )
         print(f'{instance}: or               eval "$(playbooks env)"; Gateway()')
@@ -209,13 +215,16 @@ class GatewayOnCluster(ClusterPart):
         if backend.reach == IN_CLUSTER:
             host = in_cluster_host(traefik_service(release), backend.namespace)
             return gateway_env(f"http://{host}:{web}", f"gateway://{host}:{tcp}", reading)
-        local_web, local_tcp = forward_ports(web, tcp)
-        return gateway_env(
-            f"http://127.0.0.1:{local_web}",
-            f"gateway://127.0.0.1:{local_tcp}",
-            reading,
-            f"through: {forward_command(backend, release, web, tcp)}",
-        )
+        address, proxy, comment = forwarded_addresses(backend, release, web, tcp)
+        return gateway_env(address, proxy, reading, comment)
+
+    def forwards(self, backend: ClusterBackend) -> list[Want]:
+        found = []
+        for release in deployed_releases(backend.kubectl):
+            ports = traefik_ports(backend.kubectl, release)
+            if ports:
+                found += forward_wants(release, *ports)
+        return found
 
     def rows(self, backend: ClusterBackend) -> list[tuple[str, ...]]:
         return [

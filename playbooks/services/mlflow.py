@@ -16,6 +16,7 @@ from playbooks.defaults import DEFAULTS
 from playbooks.deploy import Plan, config_hash, deployed_instances, tear_down
 from playbooks.endpoint import check_service, in_cluster_host
 from playbooks.errors import PlaybookError, task
+from playbooks.forwards import Want, forwarded
 from playbooks.mlflow_check import round_trip
 from playbooks.parts import ClusterPart, LocalPart
 from playbooks.quantity import check_resources
@@ -372,10 +373,9 @@ class MlflowOnCluster(ClusterPart):
     def access(self, backend: ClusterBackend, instance: str) -> None:
         port = int(backend.c.config.mlflow.port)
         print(f"{instance}: in-cluster URL   http://{in_cluster_host(instance, backend.namespace)}:{port}")
-        print(
-            f"{instance}: port-forward     {backend.kubectl_command('port-forward', f'service/{instance}', f'{port}:{port}')}"
-        )
-        print(f"{instance}: then             export MLFLOW_TRACKING_URI=http://localhost:{port}")
+        local, _ = forwarded(backend, self._want(backend, instance))
+        print(f"{instance}: from outside     invoke forward, then export MLFLOW_TRACKING_URI=http://127.0.0.1:{local}")
+        print(f'{instance}: or               eval "$(playbooks env)"')
 
     def address(self, backend: ClusterBackend, instance: str) -> str:
         return f"http://{instance}.{backend.namespace}.svc:{backend.c.config.mlflow.port}"
@@ -384,11 +384,17 @@ class MlflowOnCluster(ClusterPart):
         instance = preferred(deployed_instances(backend.kubectl, SERVICE), backend.c.config.mlflow.name)
         if instance is None:
             return []
-        port = int(backend.c.config.mlflow.port)
         if backend.reach == IN_CLUSTER:
             return [EnvVar("MLFLOW_TRACKING_URI", self.address(backend, instance))]
-        forward = backend.kubectl_command("port-forward", f"service/{instance}", f"{port}:{port}")
-        return [EnvVar("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}", comment=f"through: {forward}")]
+        local, comment = forwarded(backend, self._want(backend, instance))
+        return [EnvVar("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{local}", comment=comment)]
+
+    def _want(self, backend: ClusterBackend, instance: str) -> Want:
+        port = int(backend.c.config.mlflow.port)
+        return Want(SERVICE, instance, f"service/{instance}", port, "mlflow", "http", "/health")
+
+    def forwards(self, backend: ClusterBackend) -> list[Want]:
+        return [self._want(backend, instance) for instance in deployed_instances(backend.kubectl, SERVICE)]
 
     def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
         tear_down(backend.kubectl, SERVICE, _instance(backend.c, name), purge)

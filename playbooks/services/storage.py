@@ -11,8 +11,9 @@ from invoke import Collection
 from playbooks import local
 from playbooks.backends import ClusterBackend, LocalBackend, backend_for
 from playbooks.defaults import DEFAULTS
-from playbooks.deploy import tear_down
+from playbooks.deploy import deployed_instances, tear_down
 from playbooks.errors import PlaybookError, task
+from playbooks.forwards import Want
 from playbooks.jobs import remove
 from playbooks.parts import ClusterPart, LocalPart
 from playbooks.registry import Service
@@ -51,6 +52,12 @@ class StorageOnCluster(ClusterPart):
 
     def address(self, backend: ClusterBackend, instance: str) -> str:
         return f"http://{instance}.{backend.namespace}.svc:9000"
+
+    def forwards(self, backend: ClusterBackend) -> list[Want]:
+        return [
+            Want(SERVICE, name, f"service/{name}", 9000, "storage", "http", "/minio/health/live")
+            for name in deployed_instances(backend.kubectl, SERVICE)
+        ]
 
     def down(self, backend: ClusterBackend, purge: bool, name=None, **_) -> None:
         instance = _name(backend.c, name)

