@@ -43,6 +43,11 @@ def platform_database(session, tmp_path):
         yield pg
 
 
+def backups(session) -> set[str]:
+    listed = session.s3.client().list_objects_v2(Bucket=session.s3.bucket, Prefix="mlflow/backups/")
+    return {o["Key"] for o in listed.get("Contents", [])}
+
+
 def ok(result):
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -66,10 +71,10 @@ def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, back
                 with forward(session.kubeconfig, session.namespace, "mlflow", 5000) as port:
                     run_id = user_python(session.env, LOG_A_RUN, f"http://127.0.0.1:{port}")
 
+                before = backups(session)
                 backup = ok(session.run("mlflow.backup", timeout=600))
                 ext = ".pgdump" if pg else ".sqlite"
-                listed = session.s3.client().list_objects_v2(Bucket=session.s3.bucket, Prefix="mlflow/backups/")
-                keys = [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(ext)]
+                keys = [key for key in backups(session) - before if key.endswith(ext)]  # the bucket outlives a test
                 assert len(keys) == 1 and f"s3://{session.s3.bucket}/{keys[0]}" in backup.stdout, backup.stdout
 
                 ok(session.run("mlflow.down", "--purge", timeout=600))
