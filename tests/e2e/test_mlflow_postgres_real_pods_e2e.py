@@ -53,20 +53,26 @@ def ok(result):
     return result
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, backend, tmp_path):
+@pytest.mark.parametrize("source", ["sqlite", "postgres", "service"])
+def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, source, tmp_path):
+    """sqlite; postgres: the platform's database; service: the project's postgres service (postgres.up)."""
     session = real_session
+    backend = "sqlite" if source == "sqlite" else "postgres"
     need_images(session, [MLFLOW_IMAGE] + ([TOOLS_IMAGE] if backend == "postgres" else []))
     if session.s3 is None:
         pytest.skip("real pods: backups go to the platform's bucket, which stands outside the cluster on the lab")
+    if source == "service":
+        ok(session.run("postgres.up", timeout=900))
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(platform_database(session, tmp_path)) if backend == "postgres" else None
+        pg = stack.enter_context(platform_database(session, tmp_path)) if source == "postgres" else None
         sampler = memory_sampler(session)
         try:
             with sampler or contextlib.nullcontext():
                 up = ok(session.run("mlflow.up", "--backend", backend, timeout=900))
                 if pg:
                     assert f"backend PostgreSQL: database mlflow on {pg.host}:{pg.port}" in up.stdout
+                if source == "service":
+                    assert "(the postgres service 'postgres')" in up.stdout
                 ok(session.run("mlflow.smoke", timeout=600))
                 with forward(session.kubeconfig, session.namespace, "mlflow", 5000) as port:
                     run_id = user_python(session.env, LOG_A_RUN, f"http://127.0.0.1:{port}")
@@ -81,6 +87,9 @@ def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, back
                 if pg:
                     pg.sql('DROP DATABASE "mlflow"')
                     pg.create_database("mlflow")
+                if source == "service":  # the database lost: a new server, a new password
+                    ok(session.run("postgres.down", "--purge", timeout=600))
+                    ok(session.run("postgres.up", timeout=900))
                 ok(session.run("mlflow.up", "--backend", backend, timeout=900))
                 restore = ok(session.run("mlflow.restore", timeout=900))
                 assert "scaled to 0" in restore.stdout and f"from s3://{session.s3.bucket}/{keys[0]}" in restore.stdout
@@ -102,6 +111,8 @@ def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, back
                 assert not pg or pg.password not in output
         finally:
             ok(session.run("mlflow.down", "--purge", timeout=600))
+            if source == "service":
+                ok(session.run("postgres.down", "--purge", timeout=600))
     assert session.labelled() == []
 
 
