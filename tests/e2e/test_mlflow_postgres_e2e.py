@@ -97,3 +97,23 @@ def test_the_postgres_service_secret_is_used_as_it_is_and_sqlite_data_is_kept(se
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == "postgresql+psycopg2://mlflow@postgres:5432/mlflow"
     no_password(session)
     session.run("mlflow.down", "--purge")
+
+
+def test_backup_and_restore_refuse_in_one_line_before_touching_anything(session):
+    one_error_line(session.run("mlflow.backup"), (f"mlflow 'mlflow' is not deployed in namespace {session.namespace}",))
+    one_error_line(session.run("mlflow.restore", "--from", "x.sqlite"), ("is not deployed",))
+    up = session.run("mlflow.up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    versions = {k: v["metadata"]["resourceVersion"] for k, v in session.objects().items()}
+    one_error_line(session.run("mlflow.restore", "--from", str(session.tmp / "nope.sqlite")), ("no such file",))
+    wrong = session.tmp / "mlflow-mlflow-20261130T000000Z.pgdump"
+    wrong.write_bytes(b"PGDMP")
+    one_error_line(
+        session.run("mlflow.restore", "--from", str(wrong)), ("is a postgres backup but MLflow runs on sqlite",)
+    )
+    bad = session.tmp / "mlflow-mlflow-20261130T000000Z.sqlite"
+    bad.write_text("not a database")
+    one_error_line(session.run("mlflow.restore", "--from", str(bad)), ("is not a SQLite database",))
+    assert {k: v["metadata"]["resourceVersion"] for k, v in session.objects().items()} == versions, "nothing changed"
+    assert session.objects()["Deployment/mlflow"]["spec"]["replicas"] == 1
+    session.run("mlflow.down", "--purge")
