@@ -12,6 +12,7 @@ import pytest
 
 from playbooks.services.mlflow_backup import NAME, file_name, sqlite_content, sqlite_copy
 from tests.conftest import one_error_line, state
+from tests.secret_scan import ArgvScan
 from tests.test_data_safety import assert_run_kept, local_env, log_run, run_is_gone, tracking_uri
 from tests.test_secret_scan import Runner
 
@@ -82,8 +83,13 @@ def test_postgres_backup_to_a_file_and_restore_into_an_empty_database(workdir, p
     folder = tmp_path / "backups"
     folder.mkdir()
 
-    backup = run("mlflow.backup", "--to", str(folder))
-    files = list(folder.iterdir())
+    with ArgvScan() as argv:  # pg_dump and pg_restore get the password in their environment only
+        backup = run("mlflow.backup", "--to", str(folder))
+        files = list(folder.iterdir())
+        restored_here = run("mlflow.restore", "--force", "--from", str(files[0]))
+    assert argv.saw("pg_dump", "--format=custom") and argv.saw("pg_restore", "--single-transaction")
+    assert argv.leaks({"postgres password": pg.password}) == []
+    assert_run_kept(tracking_uri(restored_here), run_id, token)
     assert len(files) == 1 and re.fullmatch(r"mlflow-mlflow-\d{8}T\d{6}Z\.pgdump", files[0].name), files
     assert f"backed up PostgreSQL database mlflow on 127.0.0.1:{pg.port} to {files[0]}" in backup.stdout
 
