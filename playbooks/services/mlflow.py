@@ -159,7 +159,11 @@ def build_plan(
         "args": server_args(port, bucket, prefix, hosts, workers),
         "backend_store_uri": uri,
         "sqlite": db is None,
-        "strategy": {"type": "Recreate"} if db is None else {"type": "RollingUpdate"},
+        # RollingUpdate's parameters spelled out (Kubernetes' defaults), so they are ours: a later Recreate
+        # (back to SQLite) drops them, where the API would refuse a Recreate that kept defaulted ones.
+        "strategy": {"type": "Recreate"}
+        if db is None
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
         "db_secret": db_secret_name(name, db) if db else "",
         "db_secret_owned": owned,
         "db_credentials": {"password": _b64(password)} if owned else {},

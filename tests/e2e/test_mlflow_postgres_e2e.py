@@ -117,3 +117,15 @@ def test_backup_and_restore_refuse_in_one_line_before_touching_anything(session)
     assert {k: v["metadata"]["resourceVersion"] for k, v in session.objects().items()} == versions, "nothing changed"
     assert session.objects()["Deployment/mlflow"]["spec"]["replicas"] == 1
     session.run("mlflow.down", "--purge")
+
+
+def test_switching_backends_both_ways_applies(session):
+    """RollingUpdate (PostgreSQL) back to Recreate (SQLite): the API refuses a Recreate that keeps rollingUpdate."""
+    for args in (["--backend", "postgres"], ["--backend", "sqlite"], ["--backend", "postgres"]):
+        result = session.run("mlflow.up", *args, env=PLATFORM)
+        assert result.returncode == 0, result.stdout + result.stderr
+    session.run("mlflow.up", "--backend", "sqlite", env=PLATFORM)
+    deployment = session.objects()["Deployment/mlflow"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "initContainers" not in deployment["spec"]["template"]["spec"]
+    session.run("mlflow.down", "--purge")
