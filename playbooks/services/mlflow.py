@@ -32,7 +32,15 @@ from playbooks.s3 import (
     validate_prefix,
 )
 from playbooks.services import mlflow_db, mlflow_local, mlflow_upgrade, storage_cluster
-from playbooks.services.mlflow_db import BACKEND_URI_ENV, Database
+from playbooks.services.mlflow_db import (
+    BACKEND_URI_ENV,
+    Database,
+    backend_of_uri,
+    choose_backend,
+    deployed_uri,
+    describe_uri,
+    workers_for,
+)
 from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target, validate_namespace
 
@@ -254,50 +262,6 @@ def postgres_name(c) -> str:
     """The postgres service's instance name (its setting postgres.name, when that service is installed)."""
     section = c.config.get("postgres") or {}
     return str(section.get("name") or "postgres")
-
-
-def deployed_uri(deployment: dict) -> str | None:
-    """The backend store URI a deployed server reads (its MLFLOW_BACKEND_STORE_URI)."""
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    for entry in container.get("env") or []:
-        if entry.get("name") == BACKEND_URI_ENV:
-            return entry.get("value")
-    args = container.get("args") or []  # a server deployed before the URI moved to the environment
-    return args[args.index("--backend-store-uri") + 1] if "--backend-store-uri" in args[:-1] else None
-
-
-def backend_of_uri(uri: str | None) -> str | None:
-    if not uri:
-        return None
-    return "postgres" if uri.startswith(("postgresql", "postgres")) else "sqlite"
-
-
-def describe_uri(uri: str | None) -> str:
-    """The backend as output may show it: the database's host and name, never more."""
-    if backend_of_uri(uri) == "postgres":
-        from urllib.parse import unquote, urlsplit
-
-        parts = urlsplit(uri)
-        return f"PostgreSQL, database {unquote(parts.path.lstrip('/'))} on {parts.hostname}:{parts.port or 5432}"
-    return "SQLite on its volume" if uri else "unknown"
-
-
-def choose_backend(flag: str | None, deployed: str | None, configured: str) -> tuple[str, str]:
-    """--backend, else the running server's (an `up` at session start keeps it), else mlflow.backend."""
-    if flag:
-        return flag, "--backend"
-    if deployed:
-        return deployed, "kept from the running server; pass --backend to change it"
-    return mlflow_db.check_backend(configured) or "sqlite", "setting mlflow.backend"
-
-
-def workers_for(c, backend: str) -> int:
-    """mlflow.workers; unset: 1 for SQLite, mlflow.postgres_workers for PostgreSQL."""
-    cfg = c.config.mlflow
-    value = cfg.get("workers")
-    if value is None:
-        value = 1 if backend == "sqlite" else cfg.get("postgres_workers", 1)
-    return mlflow_db.check_workers(value, backend)
 
 
 class MlflowOnCluster(ClusterPart):

@@ -82,7 +82,7 @@ class ClusterDatabase:
 
     def __init__(self, backend, instance: str) -> None:
         from playbooks.render import managed_selector
-        from playbooks.services.mlflow import backend_of_uri, deployed_uri
+        from playbooks.services.mlflow_db import backend_of_uri, deployed_uri
 
         self.backend = backend
         self.c = backend.c

@@ -90,7 +90,7 @@ BACKEND_FILE = "backend"  # the backend of last time (not .json: those are proce
 def running_backend(c) -> str | None:
     """The backend of the server local mode runs (or ran and crashed), from its recorded inputs; else the one
     of last time (kept across `down`, forgotten by --purge), so a plain `up` never switches a user's runs away."""
-    from playbooks.services.mlflow import backend_of_uri
+    from playbooks.services.mlflow_db import backend_of_uri
 
     state = local.processes(c, SERVICE).get(SERVICE)
     if state and not state.get("corrupt"):
@@ -144,7 +144,7 @@ def process(
 
 def choose_database(c, backend_store: str | None, database: str | None) -> tuple[Database | None, int, str]:
     """(the PostgreSQL database or None for SQLite, the workers, why this backend), checked offline."""
-    from playbooks.services.mlflow import choose_backend, workers_for
+    from playbooks.services.mlflow_db import choose_backend, workers_for
 
     kind, why = choose_backend(mlflow_db.check_backend(backend_store), running_backend(c), c.config.mlflow.backend)
     if why.startswith("kept") and not local.alive(local.processes(c, SERVICE).get(SERVICE)):
@@ -202,7 +202,7 @@ def _down(c, purge: bool) -> None:
     uri = None if state.get("corrupt") else state.get("inputs", {}).get("backend")
     stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
     print(f"mlflow: stopped {', '.join(stopped)}" if stopped else "mlflow: nothing running")
-    from playbooks.services.mlflow import backend_of_uri, describe_uri
+    from playbooks.services.mlflow_db import backend_of_uri, describe_uri
 
     on_postgres = backend_of_uri(uri) == "postgres"
     if purge:
@@ -226,7 +226,7 @@ def status(c) -> bool:
     print(f"mlflow: {health} (pid {state.get('pid')}), http://127.0.0.1:{state.get('ports', {}).get('http')}")
     uri = None if state.get("corrupt") else state.get("inputs", {}).get("backend")
     if uri:
-        from playbooks.services.mlflow import backend_of_uri, describe_uri
+        from playbooks.services.mlflow_db import backend_of_uri, describe_uri
 
         print(f"mlflow: backend {describe_uri(uri) if backend_of_uri(uri) == 'postgres' else 'SQLite, ' + uri[10:]}")
     for line in local.crash_report(c, SERVICE):
@@ -289,7 +289,7 @@ def smoke_reports(c, keep: bool = False) -> list[Report]:
 
 def _database(c, state: dict | None):
     """(backend, Database or None, the SQLite file): the database the server uses, else the SQLite file left."""
-    from playbooks.services.mlflow import backend_of_uri
+    from playbooks.services.mlflow_db import backend_of_uri
 
     uri = state["inputs"].get("backend") if state else None
     if uri is None:
@@ -407,7 +407,7 @@ def restore(c, source: str | None = None, force: bool = False) -> None:
 def restart(c, state: dict) -> None:
     """Start the server again as it ran: same artifacts, port and backend."""
     from playbooks.services import storage_local
-    from playbooks.services.mlflow import backend_of_uri
+    from playbooks.services.mlflow_db import backend_of_uri
 
     destination = state["inputs"]["destination"]
     s3, bucket, prefix = server_s3(c, state)
