@@ -96,7 +96,12 @@ def test_the_postgres_service_secret_is_used_as_it_is_and_sqlite_data_is_kept(se
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-app", "key": "password"}
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == "postgresql+psycopg2://mlflow@postgres:5432/mlflow"
     no_password(session)
-    session.run("mlflow.down", "--purge")
+    # Data safety: the runs live in the postgres service's database, which mlflow.down --purge never touches.
+    purge = session.run("mlflow.down", "--purge")
+    assert purge.returncode == 0 and "deleted persistentvolumeclaim/mlflow-db" in purge.stdout
+    assert session.labelled() == []
+    kept = session.cluster.kubectl("get", "secret/postgres-app", "-n", session.namespace, "-o", "name", check=False)
+    assert kept.stdout.strip() == "secret/postgres-app"
 
 
 def test_backup_and_restore_refuse_in_one_line_before_touching_anything(session):
