@@ -79,7 +79,7 @@ def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, sour
 
                 before = backups(session)
                 backup = ok(session.run("mlflow.backup", timeout=600))
-                ext = ".pgdump" if pg else ".sqlite"
+                ext = ".pgdump" if backend == "postgres" else ".sqlite"
                 keys = [key for key in backups(session) - before if key.endswith(ext)]  # the bucket outlives a test
                 assert len(keys) == 1 and f"s3://{session.s3.bucket}/{keys[0]}" in backup.stdout, backup.stdout
 
