@@ -34,24 +34,21 @@ def _quick_client(monkeypatch):
 @pytest.fixture(scope="session")
 def previous_mlflow() -> str:
     """The previous MLflow release's `mlflow`, installed once into a venv outside the checkout."""
+    specs = [f"mlflow=={MLFLOW_PREVIOUS_VERSION}", "boto3", "psycopg2-binary"]
     done = PREVIOUS / ".complete"
-    if not done.exists():
-        import shutil
-
-        shutil.rmtree(PREVIOUS, ignore_errors=True)
+    if not done.exists() or done.read_text().split() != specs:
         PREVIOUS.parent.mkdir(parents=True, exist_ok=True)
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(PREVIOUS)], check=True, capture_output=True, timeout=120)
+            if not (PREVIOUS / "bin" / "pip").exists():
+                subprocess.run(
+                    [sys.executable, "-m", "venv", str(PREVIOUS)], check=True, capture_output=True, timeout=120
+                )
             subprocess.run(
-                [str(PREVIOUS / "bin" / "pip"), "install", "-q", f"mlflow=={MLFLOW_PREVIOUS_VERSION}", "boto3"],
-                check=True,
-                capture_output=True,
-                timeout=1200,
+                [str(PREVIOUS / "bin" / "pip"), "install", "-q", *specs], check=True, capture_output=True, timeout=1200
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
-            shutil.rmtree(PREVIOUS, ignore_errors=True)
-            pytest.skip(f"cannot install mlflow=={MLFLOW_PREVIOUS_VERSION} into {PREVIOUS}: {str(error)[:200]}")
-        done.touch()
+            pytest.skip(f"cannot install {' '.join(specs)} into {PREVIOUS}: {str(error)[:200]}")
+        done.write_text(" ".join(specs))
     return str(PREVIOUS / "bin" / "mlflow")
 
 
@@ -155,7 +152,8 @@ def test_up_with_the_current_release_migrates_and_reads_the_run_back(workdir, s3
     assert state(workdir, "mlflow")["inputs"]["mlflow_version"] == MLFLOW_VERSION
     assert_run_kept(tracking_uri(up), run_id, token)
     log = (folder / "mlflow.log").read_text()
-    assert "Running upgrade" in log, "the migration's output goes to the service's log"
+    migration = log.split("datalab-playbooks: mlflow db upgrade (mlflow.up)\n", 1)[1]
+    assert "Updating database tables" in migration.split("Registry store URI")[0], "its output, in the service's log"
 
     again = runner(workdir, s3_server)("mlflow.up")
     assert "already running and healthy" in again.stdout and "migrating" not in again.stdout
@@ -213,4 +211,38 @@ def test_a_newer_schema_is_refused_with_nothing_stopped(workdir, s3_server):
     assert state(workdir, "mlflow")["pid"] == pid and http_ok(f"{url}/health"), "the server was not stopped"
     assert (folder / "mlflow.db").read_bytes() == before
     assert_run_kept(url, run_id, token)
+    run("mlflow.down", "--purge")
+
+
+def test_postgres_is_migrated_while_the_old_server_serves_and_a_newer_schema_is_refused(
+    workdir, s3_server, previous_mlflow, pg
+):
+    """--backend postgres: the previous release on a real PostgreSQL, then the current one: the old server
+    is not stopped for the migration (only after it), the run is read back; then a newer schema is refused."""
+    env = {"DATABASE_URL": pg.url()}
+    old_up = runner(workdir, s3_server, {**env, "INVOKE_MLFLOW_LOCAL_COMMAND": previous_mlflow})(
+        "mlflow.up", "--backend", "postgres"
+    )
+    url = tracking_uri(old_up)
+    assert state(workdir, "mlflow")["inputs"]["mlflow_version"] == MLFLOW_PREVIOUS_VERSION
+    run_id, token = log_run(url)
+    old = pg.sql("SELECT version_num FROM alembic_version", "mlflow")
+
+    run = runner(workdir, s3_server, env)
+    up = run("mlflow.up")  # the running server's backend is kept
+    head = pg.sql("SELECT version_num FROM alembic_version", "mlflow")
+    assert head != old and f"mlflow: migrating the database schema from revision {old} to {head}" in up.stdout
+    assert "stopping the server" not in up.stdout, "PostgreSQL: the old server serves during the migration"
+    assert state(workdir, "mlflow")["inputs"]["mlflow_version"] == MLFLOW_VERSION
+    new_url = tracking_uri(up)
+    assert_run_kept(new_url, run_id, token)
+
+    pid = state(workdir, "mlflow")["pid"]
+    pg.sql("UPDATE alembic_version SET version_num = 'ffffffff0004'", "mlflow")
+    refused = run("mlflow.up", "--port", str(free_port()), ok=False)
+    one_error_line(refused, ("revision ffffffff0004, newer than MLflow", "nothing was changed"))
+    assert state(workdir, "mlflow")["pid"] == pid and http_ok(f"{new_url}/health")
+    for _, result in run.results:
+        assert pg.password not in result.stdout + result.stderr
+    pg.sql(f"UPDATE alembic_version SET version_num = '{head}'", "mlflow")
     run("mlflow.down", "--purge")

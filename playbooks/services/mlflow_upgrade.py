@@ -120,6 +120,13 @@ except Exception as error:
 """
 
 
+# `mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"` run by the MLflow CLI itself, in-process.
+MIGRATE_SCRIPT = (
+    "import os; from mlflow.cli import cli; "
+    "cli(['db', 'upgrade', os.environ['MLFLOW_BACKEND_STORE_URI']], prog_name='mlflow')"
+)
+
+
 @dataclass(frozen=True)
 class SchemaState:
     """Where a tracking database's schema stands against one MLflow installation."""
@@ -187,6 +194,8 @@ def schema_state(
         raise PlaybookError(
             f"mlflow: the schema check did not finish within {timeout:.0f}s: is the database reachable (and not locked)?"
         ) from None
+    except OSError as error:
+        raise PlaybookError(f"mlflow: cannot run {python or sys.executable} for the schema check ({error})") from None
     return parse_check(result.stdout + "\n" + result.stderr if not result.stdout.strip() else result.stdout, "mlflow")
 
 
@@ -303,8 +312,12 @@ def _migrate_local(c, process, uri: str, timeout: float, out) -> str | None:
     folder = local.service_dir(c, SERVICE)
     log = folder / f"{SERVICE}.log"
     start = log.stat().st_size if log.exists() else 0
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # private, as procs.start keeps it
+    with os.fdopen(fd, "a") as header:
+        header.write(f"{time.strftime('%Y/%m/%d %H:%M:%S')} datalab-playbooks: mlflow db upgrade (mlflow.up)\n")
     env = {**process.env, URI_ENV: uri, **local.marker_env(c, SERVICE, "migrate")}
-    child = procs.start([process.argv[0], "db", "upgrade", uri], env, log, cwd=folder)
+    # `mlflow db upgrade URI`, with the URI from the environment: not on a command line others can read.
+    child = procs.start([python_of(process.argv[0]), "-c", MIGRATE_SCRIPT], env, log, cwd=folder)
     began = last = time.monotonic()
     try:
         while child.poll() is None:
@@ -329,11 +342,19 @@ def _migrate_local(c, process, uri: str, timeout: float, out) -> str | None:
     return f"`mlflow db upgrade` exited with code {child.returncode}: {cause_line(output)}"
 
 
-def cause_line(output: str) -> str:
-    """The line of a migration's output that says why it failed: the last exception line, else the last line."""
+def error_line(output: str) -> str | None:
+    """The line of a migration's output that says why it failed (the last exception line), or None."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if ("Error" in line or "Exception" in line) and ":" in line]
-    chosen = (errors or lines or ["no output"])[-1]
+    if not errors:
+        return None
+    return errors[-1] if len(errors[-1]) <= 300 else errors[-1][:299] + "…"
+
+
+def cause_line(output: str) -> str:
+    """Why a migration failed: its last exception line, else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    chosen = error_line(output) or (lines or ["no output"])[-1]
     return chosen if len(chosen) <= 300 else chosen[:299] + "…"
 
 
@@ -342,26 +363,49 @@ def cause_line(output: str) -> str:
 
 def attach(backend, plan) -> None:
     """Cluster modes: when the plan would change the running server's image, check (and migrate) the
-    database before the new Deployment is applied (plan.prepare, run after the preflight)."""
+    database before the new Deployment is applied: a step of plan.prepare, run after the preflight (so a
+    namespace the credentials may not read is refused by it first) and only when the plan changes something."""
     kubectl = backend.kubectl
-    deployment = _server(plan)
-    found = kubectl.run("get", f"deployment/{plan.instance}", "-o", "json", "--ignore-not-found", timeout=30)
-    live = json.loads(found.stdout) if found.stdout.strip() else None
-    if live is None:
+    if not kubectl.dry_run:
+        plan.prepare.append(partial(_prepare, backend.c, kubectl, plan))
         return
-    old_image = live["spec"]["template"]["spec"]["containers"][0].get("image")
-    new_image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-    if old_image == new_image:
-        return
-    upgrade = Upgrade(backend.c, kubectl, plan, live, old_image, new_image)
-    if kubectl.dry_run:
+    try:
+        live = _live(kubectl, plan)
+    except PlaybookError:
+        return  # the dry run's preflight says what the credentials may not do
+    if live is not None and _image(live) != _image(_server(plan)):
         plan.notes.append(
-            f"image changes from {old_image} to {new_image}: `up` first checks the database schema (Job "
-            f"{plan.instance}-{CHECK}) and migrates it (Job {plan.instance}-{MIGRATE}{upgrade.order})"
+            f"image changes from {_image(live)} to {_image(_server(plan))}: `up` first checks the database schema "
+            f"(Job {plan.instance}-{CHECK}) and, if it is older, migrates it (Job {plan.instance}-{MIGRATE})"
         )
+
+
+def _image(deployment: dict) -> str:
+    return deployment["spec"]["template"]["spec"]["containers"][0].get("image", "")
+
+
+def _live(kubectl, plan) -> dict | None:
+    from playbooks.render import managed_selector
+
+    listed = kubectl.get_json("deployments.apps", managed_selector(SERVICE, plan.instance)).get("items", [])
+    return next((item for item in listed if item["metadata"]["name"] == plan.instance), None)
+
+
+def _prepare(c, kubectl, plan) -> None:
+    live = _live(kubectl, plan)
+    if live is None or _image(live) == _image(_server(plan)):
         return
-    plan.notes.append(f"image changes from {old_image} to {new_image}: checking the database schema first")
-    plan.prepare.append(upgrade.run)
+    old, new = _image(live), _image(_server(plan))
+    kubectl.out(f"{plan.instance}: image changes from {old} to {new}: checking the database schema first")
+    Upgrade(c, kubectl, plan, live, old, new).run()
+
+
+def schema_state_in_cluster(c, kubectl, plan) -> SchemaState:
+    """Where the plan's database stands against the MLflow of the plan's image, judged by the schema-check Job
+    in that image with the server's environment (e.g. PostgreSQL before a first `up`: refuse a newer schema with
+    `found.refusal(instance)`). Writes nothing but the short-lived Job."""
+    image = _server(plan)["spec"]["template"]["spec"]["containers"][0]["image"]
+    return Upgrade(c, kubectl, plan, {"spec": {"replicas": 1}}, None, image).check()
 
 
 def _server(plan) -> dict:
@@ -387,10 +431,6 @@ class Upgrade:
         self.sqlite = uri is not None and uri.startswith("sqlite:")
         self.uri = uri
 
-    @property
-    def order(self) -> str:
-        return ", with the old server scaled to 0" if self.sqlite else ", while the old server serves"
-
     def label(self, step: str) -> str:
         return f"{self.plan.instance}/{step}"
 
@@ -413,8 +453,9 @@ class Upgrade:
             for mount in container.get("volumeMounts") or []:
                 if mount.get("name") == "db":
                     mount["readOnly"] = True
-            pod["affinity"] = self.beside_server()
+            pod["affinity"] = self.beside_server() if self.sqlite else None
         pod["containers"] = [container]
+        pod.pop("initContainers", None)  # the server's own container only (its checks are the Job's)
         pod["restartPolicy"] = "Never"
         pod = {k: v for k, v in pod.items() if v is not None}
         params = {"step": step, "pod_spec": pod, "deadline": int(self.timeout)}
@@ -468,6 +509,7 @@ class Upgrade:
 
         resources = check_resources(cfg.upgrade_check_resources, "mlflow.upgrade_check_resources")
         docs = self.job(CHECK, resources, ["python", "-c", CHECK_SCRIPT], read_only=True)
+        self.refuse_over_quota(docs, [], "the schema check Job (mlflow.upgrade_check_resources)")
         succeeded, detail, answer = self.run_step(CHECK, docs, "mlflow.upgrade_check_resources")
         where = f"{self.plan.instance}: schema check in {self.new_image}"
         if not succeeded and "{" not in answer:
@@ -487,13 +529,15 @@ class Upgrade:
         if found.state != "older":
             return
         replicas = int((self.live.get("spec") or {}).get("replicas", 1))
-        if self.sqlite:
-            self.scale(0)
         from playbooks.render import plain
 
         resources = plain(self.server["spec"]["template"]["spec"]["containers"][0].get("resources") or {})
         command = ["sh", "-c", f'exec mlflow db upgrade "${URI_ENV}"']
         docs = self.job(MIGRATE, resources, command, read_only=False)
+        # SQLite: the Job takes the stopped server's place in the quota; otherwise it runs beside it.
+        self.refuse_over_quota(docs, [self.live] if self.sqlite else [], "the migration Job (mlflow.resources)")
+        if self.sqlite:
+            self.scale(0)
         kubectl.out(f"{instance}: migrating the database schema from {found.revision} to {found.head}")
         try:
             succeeded, detail, answer = self.run_step(MIGRATE, docs, self.plan.resources_setting(instance))
@@ -507,7 +551,8 @@ class Upgrade:
         if succeeded:
             kubectl.out(f"{instance}: database migrated to {found.head}; rolling out {self.new_image}")
             return
-        cause = cause_line(answer) if answer.strip() else detail
+        # The exception MLflow printed, else how the Job ended (e.g. out of memory, and the setting to raise).
+        cause = error_line(answer) or detail
         back = ""
         if self.sqlite:
             self.scale(replicas)
@@ -515,6 +560,15 @@ class Upgrade:
         raise PlaybookError(
             f"{instance}: the database migration from {found.revision} to {found.head} failed ({cause}){back}; "
             f"fix the cause and run `invoke mlflow.up` again"
+        )
+
+    def refuse_over_quota(self, docs: list[dict], replaces: list[dict], what: str) -> None:
+        """Refuse (nothing changed yet) when the namespace's quota cannot take a step's Job."""
+        from playbooks import preflight
+        from playbooks.deploy import quota_shortfalls
+
+        preflight.refuse(
+            [f"{line}; nothing was changed" for line in quota_shortfalls(self.kubectl, docs, replaces, what)]
         )
 
     def scale(self, replicas: int) -> None:

@@ -22,7 +22,7 @@ from tests.e2e.controlplane import FakeKubelet
 
 PREVIOUS = f"ghcr.io/mlflow/mlflow:v{MLFLOW_PREVIOUS_VERSION}-full"
 CURRENT = f"ghcr.io/mlflow/mlflow:v{MLFLOW_VERSION}-full"
-OLD_REVISION, HEAD = "1b5f0d9ad7c1", "dc11669786a5"
+OLD_REVISION, HEAD = "b7e2c1a4d9f3", "dc11669786a5"  # MLflow 3.16.1's head, 3.17.2's
 FAILURE = "RuntimeError: Cannot backfill trace analytics: spans row references missing trace_info row 'orphan'"
 
 
@@ -194,6 +194,10 @@ def test_failed_migration_scales_the_old_server_back_unchanged(session, old_serv
 def test_newer_schema_is_refused_with_nothing_changed(session, old_server):
     before = deployment(session)
     kubelet = old_server({"schema-check": (0, answer("newer", "ffffffff0003"))})
+    dry = session.run("mlflow.up", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"mlflow: image changes from {PREVIOUS} to {CURRENT}: `up` first checks the database schema" in dry.stdout
+    assert kubelet.seen == [] and deployment(session)["spec"] == before["spec"], "a dry run runs no Job"
     refused = session.run("mlflow.up")
     one_error_line(refused, ("revision ffffffff0003, newer than MLflow", "nothing was changed"))
     assert [seen[0] for seen in kubelet.seen] == ["schema-check"], "no migration"
@@ -202,3 +206,67 @@ def test_newer_schema_is_refused_with_nothing_changed(session, old_server):
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert after["spec"] == before["spec"]
     assert not [name for name in session.labelled() if name.startswith("job")]
+
+
+# ---------------------------------------------------------------- real pods (the lab)
+
+
+@pytest.mark.timeout(2400)  # real pods on a busy 2-core node: two rollouts and two Jobs
+def test_upgrade_from_the_previous_release_on_real_pods(real_session):
+    """The previous MLflow release serves MLflow and Dask's share of the quota; a user logs a run with an
+    artifact; `mlflow.up` with the current image checks, migrates (the Job in the server's place) and rolls
+    out; the run is read back. The pods' peak memory, the migration's included, is printed and bounded."""
+    import contextlib
+
+    from tests.e2e.test_real_pods_e2e import HEADROOM, memory_sampler, need_images
+    from tests.e2e.user_clients import LOG_A_RUN, READ_A_RUN, forward, user_python
+
+    session = real_session
+    need_images(session, [PREVIOUS, CURRENT, defaults_image("dask")])
+    sampler = memory_sampler(session)
+    try:
+        with sampler or contextlib.nullcontext():
+            # MLflow and Dask: in namespace mode the `medium` quota is then nearly full (1920Mi of 2Gi).
+            first = session.run("up", "--only", "mlflow,dask", env={"INVOKE_MLFLOW_IMAGE": PREVIOUS}, timeout=900)
+            assert first.returncode == 0, first.stdout + first.stderr
+            with forward(session.kubeconfig, session.namespace, "mlflow", 5000) as port:
+                run_id = user_python(session.env, LOG_A_RUN, f"http://127.0.0.1:{port}")
+
+            up = session.run("mlflow.up", timeout=1500)
+            assert up.returncode == 0, up.stdout + up.stderr
+            print(up.stdout)
+            in_order(
+                up.stdout,
+                f"image changes from {PREVIOUS} to {CURRENT}",
+                "mlflow: database schema older (revision ",
+                "mlflow: scaled the old server to 0",
+                "mlflow: migrating the database schema from ",
+                "mlflow/schema-migrate: job succeeded",
+                "mlflow: database migrated to ",
+                "mlflow: ready after",
+            )
+            with forward(session.kubeconfig, session.namespace, "mlflow", 5000) as port:
+                kept = json.loads(user_python(session.env, READ_A_RUN, f"http://127.0.0.1:{port}", run_id))
+            assert kept == {"params": {"alpha": "0.5"}, "metrics": {"rmse": 0.25}, "text": "kept across down and up"}
+            image = deployment(session)["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert image == CURRENT
+            again = session.run("mlflow.up", timeout=600)
+            assert again.returncode == 0 and "mlflow: no change" in again.stdout, again.stdout + again.stderr
+        if sampler is not None:
+            rows = sampler.rows()
+            print("\n".join(row.row() for row in rows))
+            # The migration is sampled all the while it runs; the check ends within a second or two, often
+            # before the sampler sees its cgroup (its Job would have failed had it run out of its 96Mi).
+            migration = [row for row in rows if row.pod.startswith("mlflow-schema-migrate-")]
+            assert migration and all(row.samples >= 3 for row in migration), [row.row() for row in rows]
+            over = [row.row() for row in rows if row.limit and row.ratio > HEADROOM]
+            assert not over, f"working set above {HEADROOM:.0%} of the memory limit: {over}"
+    finally:
+        purge = session.run("down", "--purge", timeout=600)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+
+
+def defaults_image(service: str) -> str:
+    from playbooks.defaults import DEFAULTS
+
+    return DEFAULTS[service]["image"]
