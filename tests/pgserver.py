@@ -35,10 +35,7 @@ class PgServer:
     dbname: str
     bin: Path
     pid: int
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
+    host: str = "127.0.0.1"
 
     @property
     def socket_dir(self) -> Path:
@@ -86,8 +83,11 @@ def _owner() -> dict:
 
 
 @contextmanager
-def pg_server(tmp: Path, user: str = "mlflow", dbname: str = "mlflow") -> Iterator[PgServer]:
-    """initdb, start, create a password user and its database; stop the whole group at the end."""
+def pg_server(tmp: Path, user: str = "mlflow", dbname: str = "mlflow", listen: str = "127.0.0.1") -> Iterator[PgServer]:
+    """initdb, start, create a password user and its database; stop the whole group at the end.
+
+    listen: the address it serves on (the lab's bridge address for pods); other hosts log in by password.
+    """
     binaries = bin_dir()
     if binaries is None:
         raise RuntimeError("no PostgreSQL server here: apt-get install postgresql (Debian's, /usr/lib/postgresql)")
@@ -109,9 +109,12 @@ def pg_server(tmp: Path, user: str = "mlflow", dbname: str = "mlflow") -> Iterat
     )  # fmt: skip
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed: {init.stderr.strip()}")
-    port = free_port()
+    if listen != "127.0.0.1":
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
+    port = free_port(listen)
     argv = [
-        str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+        str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-c", f"listen_addresses={listen}",
         "-c", f"unix_socket_directories={run}", "-c", "fsync=off", "-c", "shared_buffers=16MB",
         "-c", "max_connections=40",
     ]  # fmt: skip
@@ -121,8 +124,8 @@ def pg_server(tmp: Path, user: str = "mlflow", dbname: str = "mlflow") -> Iterat
             start_new_session=True, **owner,
         )  # fmt: skip
     try:
-        wait_until(lambda: tcp_ok("127.0.0.1", port, 0.3), 60, "postgres", child, log)
-        server = PgServer(folder, port, user, password, dbname, binaries, child.pid)
+        wait_until(lambda: tcp_ok(listen, port, 0.3), 60, "postgres", child, log)
+        server = PgServer(folder, port, user, password, dbname, binaries, child.pid, listen)
         server.sql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
         server.create_database(dbname, user)
         yield server

@@ -1,6 +1,6 @@
 """Bad input, offline and in local mode: exit code 1, one line that names the fix, no traceback, nothing changed.
 
-The table CASES holds 95 cases, plus those service_cases() derives from the registry. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
+The table CASES holds 105 cases, plus those service_cases() derives from the registry. Each runs the `playbooks` CLI in a fresh folder, or (`running`)
 in one folder per module where `storage.up` and `dask.up --workers 1` run real local servers.
 Before and after each case it takes a snapshot of that folder (every file and directory with
 its size and mtime: the state folder .playbooks/, the kubeconfig, HOME) and of the processes
@@ -251,6 +251,42 @@ CASES = [
         "mlflow is not running on this machine: run `invoke mlflow.up`",
     ),
     Case("mlflow.logs --lines lots", ["mlflow.logs", "--lines", "lots"], "--lines 'lots' is not a whole number"),
+    # ---- MLflow's backend store, and its backups
+    Case("mlflow.up --backend mysql", ["mlflow.up", "--backend", "mysql"], "unknown --backend 'mysql': use sqlite"),
+    Case("mlflow.up --backend mysql, cluster", ["mlflow.up", "--backend", "mysql"], "unknown --backend 'mysql'", CREDS),
+    Case(
+        "mlflow.up --database with a space",
+        ["mlflow.up", "--backend", "postgres", "--database", "a b"],
+        "--database 'a b': name a database the platform declares",
+    ),
+    Case(
+        "mlflow.up, a malformed DATABASE_URL",
+        ["mlflow.up", "--backend", "postgres"],
+        ("DATABASE_URL is not a usable PostgreSQL URL (no host)", "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"),
+        {"DATABASE_URL": "postgresql://frank:pw-not-shown@/mlflow"},
+    ),
+    Case(
+        "mlflow.up, several platform databases",
+        ["mlflow.up", "--backend", "postgres"],
+        "the platform declares several PostgreSQL databases (a/x, a/y)",
+        {"POSTGRES_A_HOST": "h", "POSTGRES_A_USER": "u", "POSTGRES_A_DATABASES": "x,y"},
+    ),
+    Case(
+        "mlflow.up, SQLite with 2 workers",
+        ["mlflow.up"],
+        "mlflow.workers is 2, but SQLite takes one worker",
+        {"INVOKE_MLFLOW_WORKERS": "2"},
+    ),
+    Case(
+        "mlflow.backup, nothing here", ["mlflow.backup"], "no MLflow database on this machine: run `invoke mlflow.up`"
+    ),
+    Case("mlflow.backup --name", ["mlflow.backup", "--name", "Bad_Name"], "invalid service name 'Bad_Name'"),
+    Case(
+        "mlflow.restore, nothing here",
+        ["mlflow.restore", "--from", "mlflow-mlflow-20261130T000000Z.sqlite"],
+        "no MLflow database on this machine",
+    ),
+    Case("mlflow.restore --name", ["mlflow.restore", "--name", "Bad_Name"], "invalid service name 'Bad_Name'"),
     # ---- storage, while the local S3 server runs
     Case(
         "storage.up on a taken port",

@@ -130,3 +130,29 @@ def test_root_down_and_up_keep_the_run_with_artifacts_in_s3(workdir, s3_server):
     purge = run("down", "--purge")
     assert f"mlflow: deleted {folder}" in purge.stdout
     assert not folder.exists() and not processes_under(workdir)
+
+
+def test_mlflow_on_postgres_down_and_up_keep_the_run_and_purge_never_drops_the_database(workdir, pg, s3_server):
+    """The data-safety path on the other backend: the runs live in PostgreSQL, which `down --purge` leaves alone."""
+    env = {**s3_server.env(), "WORKSHOP_NAMESPACE": s3_server.bucket, "DATABASE_URL": pg.url()}
+    run = Runner(workdir, local_env(workdir, env))
+    url = tracking_uri(run("mlflow.up", "--backend", "postgres"))
+    run_id, token = log_run(url)
+    pid = state(workdir, "mlflow")["pid"]
+
+    refused = run("mlflow.down", "--purge", "--dry-run", ok=False)
+    assert refused.returncode == 1 and "--dry-run is for the cluster modes" in refused.stderr
+    assert state(workdir, "mlflow")["pid"] == pid, "a dry-run stops nothing"
+
+    down = run("down")
+    assert "the runs stay in PostgreSQL, database mlflow" in down.stdout and not processes_under(workdir)
+    again = run("up")  # a session's start: no --backend, and the runs are there
+    assert "backend PostgreSQL" in again.stdout
+    assert_run_kept(tracking_uri(again), run_id, token)
+
+    purge = run("down", "--purge")
+    assert "mlflow.down never deletes a PostgreSQL database" in purge.stdout
+    assert pg.sql(f"SELECT count(*) FROM runs WHERE run_uuid = '{run_id}'", "mlflow") == "1"
+    back = tracking_uri(run("mlflow.up", "--backend", "postgres"))
+    assert_run_kept(back, run_id, token)
+    run("down", "--purge")

@@ -150,7 +150,7 @@ def test_postgres_with_the_platform_database_renders_our_secret_and_no_volume():
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
     assert base64.b64decode(secrets["mlflow-db"]["data"]["password"]).decode() == PASSWORD
     deployment = kinds["Deployment"]
-    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     pod = deployment["spec"]["template"]["spec"]
     assert [v["name"] for v in pod["volumes"]] == ["aws-config", "tmp"]
     env = env_of(deployment)

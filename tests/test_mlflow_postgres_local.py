@@ -10,6 +10,7 @@ import pytest
 from playbooks.procs import environ, free_port, identity
 from tests.conftest import one_error_line, processes_under, state
 from tests.test_data_safety import assert_run_kept, local_env, log_run, tracking_uri
+from tests.test_postgres import home  # noqa: F401 (a fixture)
 from tests.test_secret_scan import Runner
 
 pytestmark = pytest.mark.slow
@@ -72,9 +73,15 @@ def test_the_platform_database_and_the_sqlite_default(workdir, pg):
     up = run("mlflow.up", "--backend", "postgres")
     assert "(the platform's database lab/mlflow (POSTGRES_LAB_*))" in up.stdout
     run("mlflow.down")
-    sqlite = run("mlflow.up")  # nothing runs: the default backend again
+    kept = run("mlflow.up")  # a plain up (a session's start) never switches the runs away
+    assert "backend PostgreSQL, database mlflow" in kept.stdout
+    assert state(workdir, "mlflow")["inputs"]["backend"].startswith("postgresql+psycopg2://")
+    run("mlflow.down", "--purge")
+    sqlite = run("mlflow.up")  # purged: the default backend again
     assert "backend PostgreSQL" not in sqlite.stdout
     assert state(workdir, "mlflow")["inputs"]["backend"].startswith("sqlite:///")
+    switched = run("mlflow.up", "--backend", "postgres")
+    assert "backend PostgreSQL" in switched.stdout
     run("mlflow.down", "--purge")
 
 
@@ -103,3 +110,30 @@ def test_bad_database_input_is_one_line_and_starts_nothing(workdir, pg):
         bad(workdir, {"INVOKE_MLFLOW_WORKERS": "2"}, "mlflow.up"), ("mlflow.workers is 2, but SQLite takes one worker",)
     )
     one_error_line(bad(workdir, {"DATABASE_URL": pg.url()}, "mlflow.up", "--backend", "postgres", "--database", "a b"))
+
+
+def test_mlflow_on_the_local_postgres_service_backs_up_and_restores(home):  # noqa: F811 (the fixture imported above)
+    """The project's postgres service, found by its contract (postgres_local.connection), as a user runs it
+    (as `nobody` where the tests run as root: PostgreSQL refuses root)."""
+    from tests.test_postgres import cli
+
+    def ok(*args: str):
+        result = cli(home, *args, env={"INVOKE_LOCAL_PORTS_MLFLOW": "0"}, timeout=300)
+        assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+        return result
+
+    ok("postgres.up")
+    up = ok("mlflow.up", "--backend", "postgres")
+    assert "(the local postgres service (postgres.up))" in up.stdout
+    url = tracking_uri(up)
+    run_id, token = log_run(url)
+    backup = ok("mlflow.backup", "--to", str(home))
+    dump = next(home.glob("mlflow-mlflow-*.pgdump"))
+    assert f"to {dump}" in backup.stdout
+    refused = cli(home, "mlflow.restore", "--from", str(dump), env={"INVOKE_LOCAL_PORTS_MLFLOW": "0"})
+    one_error_line(refused, ("is not empty", "--force"))
+    restored = ok("mlflow.restore", "--force", "--from", str(dump))
+    assert "stopped mlflow" in restored.stdout
+    assert_run_kept(tracking_uri(restored), run_id, token)
+    ok("mlflow.down", "--purge")
+    ok("postgres.down", "--purge")

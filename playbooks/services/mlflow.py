@@ -6,6 +6,7 @@ import base64
 import json
 import os
 from functools import partial
+from pathlib import Path
 
 from invoke import Collection
 
@@ -31,7 +32,15 @@ from playbooks.s3 import (
     validate_prefix,
 )
 from playbooks.services import mlflow_db, mlflow_local, mlflow_upgrade, storage_cluster
-from playbooks.services.mlflow_db import BACKEND_URI_ENV, Database
+from playbooks.services.mlflow_db import (
+    BACKEND_URI_ENV,
+    Database,
+    backend_of_uri,
+    choose_backend,
+    deployed_uri,
+    describe_uri,
+    workers_for,
+)
 from playbooks.shellenv import IN_CLUSTER, EnvVar, preferred
 from playbooks.target import Target, validate_namespace
 
@@ -79,6 +88,31 @@ def db_secret_name(name: str, db: Database) -> str:
     return db.secret or f"{name}-db"
 
 
+# The init container of a PostgreSQL server: a database it cannot use is one line in its log and an
+# exit within ~30 s (the rollout's wait then reports the crash loop), not MLflow's own ~2 minutes of retries.
+DB_CHECK = """
+import os, sys, time
+from urllib.parse import parse_qsl, unquote, urlsplit
+import psycopg2
+uri = urlsplit(os.environ["MLFLOW_BACKEND_STORE_URI"])
+where = "database %s at %s:%s" % (unquote(uri.path[1:]), uri.hostname, uri.port or 5432)
+reason = "no answer"
+for attempt in range(4):
+    try:
+        psycopg2.connect(host=uri.hostname, port=uri.port or 5432, user=unquote(uri.username or ""),
+                         dbname=unquote(uri.path[1:]), connect_timeout=5, **dict(parse_qsl(uri.query))).close()
+        print("db-check: PostgreSQL %s answers" % where)
+        sys.exit(0)
+    except psycopg2.OperationalError as error:
+        reason = " ".join(str(error).split())[:300]
+        if "authentication failed" in reason or "does not exist" in reason:
+            break
+        time.sleep(5)
+print("db-check: cannot use PostgreSQL %s: %s" % (where, reason), file=sys.stderr)
+sys.exit(1)
+"""
+
+
 def shape_deployment(docs: list[dict], db: Database | None) -> None:
     """What differs between the backends in the Deployment: SQLite mounts its volume, PostgreSQL reads PGPASSWORD."""
     for doc in docs:
@@ -93,6 +127,19 @@ def shape_deployment(docs: list[dict], db: Database | None) -> None:
                 container["env"] = [e for e in container["env"] if e["name"] != mlflow_db.PASSWORD_ENV]
             container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "db"]
             pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "db"]
+            database_env = [e for e in container["env"] if e["name"] in (BACKEND_URI_ENV, mlflow_db.PASSWORD_ENV)]
+            pod["initContainers"] = [
+                {
+                    "name": "db-check",
+                    "image": container["image"],
+                    "imagePullPolicy": container.get("imagePullPolicy", "IfNotPresent"),
+                    "command": ["python3", "-c", DB_CHECK],
+                    "env": [*database_env, {"name": "HOME", "value": "/tmp"}],
+                    "resources": container["resources"],
+                    "securityContext": container["securityContext"],
+                    "volumeMounts": [m for m in container["volumeMounts"] if m["name"] == "tmp"],
+                }
+            ]
 
 
 def build_plan(
@@ -120,7 +167,11 @@ def build_plan(
         "args": server_args(port, bucket, prefix, hosts, workers),
         "backend_store_uri": uri,
         "sqlite": db is None,
-        "strategy": {"type": "Recreate"} if db is None else {"type": "RollingUpdate"},
+        # RollingUpdate's parameters spelled out (Kubernetes' defaults), so they are ours: a later Recreate
+        # (back to SQLite) drops them, where the API would refuse a Recreate that kept defaulted ones.
+        "strategy": {"type": "Recreate"}
+        if db is None
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
         "db_secret": db_secret_name(name, db) if db else "",
         "db_secret_owned": owned,
         "db_credentials": {"password": _b64(password)} if owned else {},
@@ -211,50 +262,6 @@ def postgres_name(c) -> str:
     """The postgres service's instance name (its setting postgres.name, when that service is installed)."""
     section = c.config.get("postgres") or {}
     return str(section.get("name") or "postgres")
-
-
-def deployed_uri(deployment: dict) -> str | None:
-    """The backend store URI a deployed server reads (its MLFLOW_BACKEND_STORE_URI)."""
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    for entry in container.get("env") or []:
-        if entry.get("name") == BACKEND_URI_ENV:
-            return entry.get("value")
-    args = container.get("args") or []  # a server deployed before the URI moved to the environment
-    return args[args.index("--backend-store-uri") + 1] if "--backend-store-uri" in args[:-1] else None
-
-
-def backend_of_uri(uri: str | None) -> str | None:
-    if not uri:
-        return None
-    return "postgres" if uri.startswith(("postgresql", "postgres")) else "sqlite"
-
-
-def describe_uri(uri: str | None) -> str:
-    """The backend as output may show it: the database's host and name, never more."""
-    if backend_of_uri(uri) == "postgres":
-        from urllib.parse import unquote, urlsplit
-
-        parts = urlsplit(uri)
-        return f"PostgreSQL, database {unquote(parts.path.lstrip('/'))} on {parts.hostname}:{parts.port or 5432}"
-    return "SQLite on its volume" if uri else "unknown"
-
-
-def choose_backend(flag: str | None, deployed: str | None, configured: str) -> tuple[str, str]:
-    """--backend, else the running server's (an `up` at session start keeps it), else mlflow.backend."""
-    if flag:
-        return flag, "--backend"
-    if deployed:
-        return deployed, "kept from the running server; pass --backend to change it"
-    return mlflow_db.check_backend(configured) or "sqlite", "setting mlflow.backend"
-
-
-def workers_for(c, backend: str) -> int:
-    """mlflow.workers; unset: 1 for SQLite, mlflow.postgres_workers for PostgreSQL."""
-    cfg = c.config.mlflow
-    value = cfg.get("workers")
-    if value is None:
-        value = 1 if backend == "sqlite" else cfg.get("postgres_workers", 1)
-    return mlflow_db.check_workers(value, backend)
 
 
 class MlflowOnCluster(ClusterPart):
@@ -399,9 +406,78 @@ class MlflowOnCluster(ClusterPart):
     def logs(self, backend: ClusterBackend, lines: int, name=None, **_) -> str:
         return super().logs(backend, lines, None)
 
+    def backup(self, backend: ClusterBackend, instance: str, to: str | None) -> None:
+        from playbooks.services import mlflow_backup as mb
+        from playbooks.services.mlflow_backup_cluster import ClusterDatabase
+
+        db = ClusterDatabase(backend, instance)
+        name = mb.file_name(instance, db.kind)
+        target = mb.local_target(to, name) if to else None
+        store = None if target else cluster_bucket(backend, db.deployment)
+        with mb.temporary_folder() as folder:
+            copy = target or Path(folder) / name
+            db.dump(copy, float(backend.c.config.mlflow.get("backup_timeout", 600)))
+            size = copy.stat().st_size
+            where = str(copy) if target else store.put(copy, name)
+        print(f"{instance}: backed up {db.where()} to {where} ({size} bytes)", flush=True)
+
+    def restore(self, backend: ClusterBackend, instance: str, source: str | None, force: bool) -> None:
+        from playbooks.services import mlflow_backup as mb
+        from playbooks.services.mlflow_backup_cluster import ClusterDatabase
+
+        db = ClusterDatabase(backend, instance)
+        cfg = backend.c.config.mlflow
+        timeout = float(cfg.get("backup_timeout", 600))
+        with mb.temporary_folder() as folder:
+            found, origin = mb.fetch(
+                source, lambda: cluster_bucket(backend, db.deployment), instance, db.kind, Path(folder)
+            )
+            # Every check that can run before the server stops does.
+            if db.kind == "sqlite":
+                mb.sqlite_check(found)
+                held = db.count_live()
+            else:
+                db.start_helper(180)
+                held = db.count_in_helper()
+            if held and not force:
+                db.delete_helper()
+                raise mb.refusal(db.where(), held)
+            try:
+                db.stop(120)
+                if db.kind == "sqlite":
+                    db.start_helper(180)
+                    if held is None and (held := db.count_in_helper()) and not force:
+                        raise mb.refusal(db.where(), held)
+                db.load(found, timeout)
+            finally:
+                db.delete_helper()
+                db.start(float(cfg.rollout_timeout))
+        print(f"{instance}: restored {db.where()} from {origin}", flush=True)
+
     def sample_docs(self, c, target: Target) -> list[dict]:
         s3 = S3Settings("AKIAEXAMPLE", "example-secret", endpoint_url="http://s3.example:9000")
         return build_plan(c, target, s3, "ws-frank", "--bucket", "mlflow", _instance(c, None)).docs
+
+
+def cluster_bucket(backend: ClusterBackend, deployment: dict):
+    """The bucket the deployed server writes artifacts to, with S3 settings that reach it from here:
+    AWS_*, else the storage service's when its endpoint resolves here (a session in the cluster)."""
+    from urllib.parse import urlsplit
+
+    from playbooks.services.mlflow_backup import Bucket
+
+    bucket, prefix = artifact_destination(deployment)
+    s3 = s3_from_env(os.environ, required=False)
+    if s3 is None:
+        found = storage_cluster.settings(backend.c, backend.target, backend.kubectl, backend.c.config.storage.name)
+        if found and mlflow_db.resolvable(urlsplit(found[0].endpoint_url or "").hostname or ""):
+            s3 = found[0]
+    if s3 is None or bucket is None:
+        raise PlaybookError(
+            "MLflow's bucket cannot be reached from here (no AWS_* credentials, and the storage service's endpoint "
+            "is an in-cluster name): export AWS_*, or pass --to PATH / --from PATH (a local file)"
+        )
+    return Bucket(s3, bucket, prefix)
 
 
 def database_shortfalls(db: Database) -> list[str]:
@@ -450,6 +526,19 @@ class MlflowLocal(LocalPart):
 
     def logs(self, backend: LocalBackend, lines: int, **_) -> str:
         return mlflow_local.logs(backend.c, int(lines))
+
+    def backup(self, backend: LocalBackend, instance: str, to: str | None) -> None:
+        refuse_instance(instance)
+        mlflow_local.backup(backend.c, to)
+
+    def restore(self, backend: LocalBackend, instance: str, source: str | None, force: bool) -> None:
+        refuse_instance(instance)
+        mlflow_local.restore(backend.c, source, force)
+
+
+def refuse_instance(instance: str) -> None:
+    if instance != SERVICE:
+        raise PlaybookError(f"local mode runs one MLflow, named {SERVICE}: leave out --name {instance}")
 
 
 @task(
@@ -544,7 +633,36 @@ def logs(c, lines=50, namespace=None, mode=None):
     print(backend.part(SERVICE_SPEC).logs(backend, int(lines)) or "mlflow: no log yet")
 
 
-ns = Collection(SERVICE, up, down, status, smoke, logs)
+@task(
+    help={
+        "to": "A local file or folder (a folder takes the timestamped name). Default: the bucket MLflow uses, <prefix>/backups/.",
+        "name": "Name of the service (default: mlflow).",
+        **TARGET_HELP,
+    }
+)
+def backup(c, to=None, name=None, namespace=None, mode=None):
+    """Back up MLflow's tracking database (SQLite: a consistent copy; PostgreSQL: pg_dump) with a timestamped name."""
+    instance = _instance(c, name)
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).backup(backend, instance, to)
+
+
+@task(
+    help={
+        "from": "A local backup file, or s3://BUCKET/KEY. Default: the newest backup of this instance in the bucket.",
+        "force": "Replace a database that holds runs, experiments or models.",
+        "name": "Name of the service (default: mlflow).",
+        **TARGET_HELP,
+    }
+)
+def restore(c, from_=None, force=False, name=None, namespace=None, mode=None):
+    """Restore MLflow's tracking database from a backup: the server stops meanwhile and starts again."""
+    instance = _instance(c, name)
+    backend = backend_for(c, namespace, mode)
+    backend.part(SERVICE_SPEC).restore(backend, instance, from_, force)
+
+
+ns = Collection(SERVICE, up, down, status, smoke, logs, backup, restore)
 
 SERVICE_SPEC = Service(
     name=SERVICE,

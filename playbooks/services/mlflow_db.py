@@ -301,8 +301,9 @@ def _pg_error(error: Exception) -> tuple[str, str]:
 def reach_shortfalls(db: Database, password: str | None, timeout: float = 5) -> list[str]:
     """Connect as MLflow will (pg8000, pure Python): what is wrong, in one line each, or nothing.
 
-    Also asks for the MLflow schema's version (alembic_version) and hands it to the schema
-    check (see schema_shortfalls).
+    A database whose MLflow schema is newer than the server's (a downgrade) is refused by the
+    upgrade check (mlflow_upgrade.before_start locally, mlflow_upgrade.attach on an image change),
+    which reads it with the server's own environment, PGPASSWORD included.
     """
     try:
         import pg8000.dbapi
@@ -338,33 +339,8 @@ def reach_shortfalls(db: Database, password: str | None, timeout: float = 5) -> 
             f"cannot reach PostgreSQL at {db.host}:{db.port} ({reason[:160]}): "
             f"check the host and port of {db.origin}, and that the server runs"
         ]
-    try:
-        cursor = connection.cursor()
-        try:
-            cursor.execute("SELECT version_num FROM alembic_version")
-            row = cursor.fetchone()
-            version = row[0] if row else None
-        except pg8000.exceptions.DatabaseError:
-            version = None  # a new database: MLflow creates its tables
-        return schema_shortfalls(db, version)
-    finally:
-        connection.close()
-
-
-def schema_shortfalls(db: Database, version: str | None) -> list[str]:
-    """A database whose MLflow schema is newer than the server's (a downgrade): refused.
-
-    The schema-version check belongs to the upgrade work (playbooks/services/mlflow_schema.py,
-    when present: `downgrade_shortfalls(revision, where) -> list[str]`); without it, nothing is refused here.
-    """
-    if version is None:
-        return []
-    try:
-        from playbooks.services import mlflow_schema  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    check = getattr(mlflow_schema, "downgrade_shortfalls", None)
-    return check(version, db.where()) if check else []
+    connection.close()
+    return []
 
 
 def resolvable(host: str) -> bool:
@@ -380,3 +356,72 @@ def resolvable(host: str) -> bool:
 
 def environment() -> Mapping[str, str]:
     return os.environ
+
+
+def find_by_uri(env: Mapping[str, str], uri: str, service: Callable[[], Database | None]) -> Database:
+    """The database (with its password) behind a URI a server was given: every source is tried."""
+    candidates: list[Callable[[], Database | None]] = list(platform_databases(env).values())
+    if env.get("DATABASE_URL") and _is_postgres_url(env["DATABASE_URL"]):
+        candidates.append(lambda: parse_url(env["DATABASE_URL"], "DATABASE_URL"))
+    if env.get("PGHOST"):
+        candidates.append(lambda: _from_libpq(env))
+    candidates.append(service)
+    for candidate in candidates:
+        try:
+            found = candidate()
+        except PlaybookError:
+            continue
+        if found is not None and found.uri() == uri:
+            return found
+    parts = urlsplit(uri)
+    raise PlaybookError(
+        f"MLflow uses database {unquote(parts.path.lstrip('/'))} on {parts.hostname}:{parts.port}, whose credentials "
+        "are not in this environment: export the variables `mlflow.up` was given (or start the postgres service)"
+    )
+
+
+# ---------------------------------------------------------------- the backend a server runs, and the one to run
+
+
+def deployed_uri(deployment: dict) -> str | None:
+    """The backend store URI a deployed server reads (its MLFLOW_BACKEND_STORE_URI)."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for entry in container.get("env") or []:
+        if entry.get("name") == BACKEND_URI_ENV:
+            return entry.get("value")
+    args = container.get("args") or []  # a server deployed before the URI moved to the environment
+    return args[args.index("--backend-store-uri") + 1] if "--backend-store-uri" in args[:-1] else None
+
+
+def backend_of_uri(uri: str | None) -> str | None:
+    if not uri:
+        return None
+    return "postgres" if uri.startswith(("postgresql", "postgres")) else "sqlite"
+
+
+def describe_uri(uri: str | None) -> str:
+    """The backend as output may show it: the database's host and name, never more."""
+    if backend_of_uri(uri) == "postgres":
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(uri)
+        return f"PostgreSQL, database {unquote(parts.path.lstrip('/'))} on {parts.hostname}:{parts.port or 5432}"
+    return "SQLite on its volume" if uri else "unknown"
+
+
+def choose_backend(flag: str | None, deployed: str | None, configured: str) -> tuple[str, str]:
+    """--backend, else the running server's (an `up` at session start keeps it), else mlflow.backend."""
+    if flag:
+        return flag, "--backend"
+    if deployed:
+        return deployed, "kept from the running server; pass --backend to change it"
+    return check_backend(configured) or "sqlite", "setting mlflow.backend"
+
+
+def workers_for(c, backend: str) -> int:
+    """mlflow.workers; unset: 1 for SQLite, mlflow.postgres_workers for PostgreSQL."""
+    cfg = c.config.mlflow
+    value = cfg.get("workers")
+    if value is None:
+        value = 1 if backend == "sqlite" else cfg.get("postgres_workers", 1)
+    return check_workers(value, backend)

@@ -84,14 +84,30 @@ def service_database(c) -> Database | None:
     )
 
 
-def running_backend(c) -> str | None:
-    """The backend of the server local mode runs (or ran and crashed), from its recorded inputs."""
-    state = local.processes(c, SERVICE).get(SERVICE)
-    if not state or state.get("corrupt"):
-        return None
-    from playbooks.services.mlflow import backend_of_uri
+BACKEND_FILE = "backend"  # the backend of last time (not .json: those are process states)
 
-    return backend_of_uri(state.get("inputs", {}).get("backend"))
+
+def running_backend(c) -> str | None:
+    """The backend of the server local mode runs (or ran and crashed), from its recorded inputs; else the one
+    of last time (kept across `down`, forgotten by --purge), so a plain `up` never switches a user's runs away."""
+    from playbooks.services.mlflow_db import backend_of_uri
+
+    state = local.processes(c, SERVICE).get(SERVICE)
+    if state and not state.get("corrupt"):
+        return backend_of_uri(state.get("inputs", {}).get("backend"))
+    try:
+        last = (local.service_dir(c, SERVICE) / BACKEND_FILE).read_text().strip()
+    except OSError:
+        return None
+    return last if last in mlflow_db.BACKENDS else None
+
+
+def remember_backend(c, backend: str) -> None:
+    from playbooks.runner import write_private
+
+    path = local.service_dir(c, SERVICE) / BACKEND_FILE
+    if not path.exists() or path.read_text().strip() != backend:
+        write_private(path, backend + "\n")
 
 
 def process(
@@ -105,7 +121,8 @@ def process(
 ) -> local.Process:
     jobs = job_execution(c)
     argv = [
-        mlflow_upgrade.mlflow_command(c), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        mlflow_upgrade.mlflow_command(c), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers),
         "--serve-artifacts", "--artifacts-destination", destination,
     ]  # fmt: skip
     uri = db.uri() if db else sqlite_uri(c)
@@ -127,9 +144,11 @@ def process(
 
 def choose_database(c, backend_store: str | None, database: str | None) -> tuple[Database | None, int, str]:
     """(the PostgreSQL database or None for SQLite, the workers, why this backend), checked offline."""
-    from playbooks.services.mlflow import choose_backend, workers_for
+    from playbooks.services.mlflow_db import choose_backend, workers_for
 
     kind, why = choose_backend(mlflow_db.check_backend(backend_store), running_backend(c), c.config.mlflow.backend)
+    if why.startswith("kept") and not local.alive(local.processes(c, SERVICE).get(SERVICE)):
+        why = "kept from last time; pass --backend to change it"
     workers = workers_for(c, kind)
     if kind == "sqlite":
         return None, workers, why
@@ -164,6 +183,7 @@ def _up(c, port, destination: str, s3, why: str, db=None, password=None, workers
         print(f"mlflow: backend PostgreSQL, {db.where()} ({db.origin}), {workers} worker(s)", flush=True)
     elif backend_why.startswith("kept"):
         print(f"mlflow: backend SQLite ({backend_why})", flush=True)
+    remember_backend(c, "sqlite" if db is None else "postgres")
     server = process(c, chosen_port, destination, s3, db, password, workers)
     mlflow_upgrade.before_start(c, server)  # an older database: migrated first (the old server stopped)
     result = local.ensure(c, SERVICE, server, {"http": chosen_port}, float(c.config.local.start_timeout))
@@ -182,7 +202,7 @@ def _down(c, purge: bool) -> None:
     uri = None if state.get("corrupt") else state.get("inputs", {}).get("backend")
     stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
     print(f"mlflow: stopped {', '.join(stopped)}" if stopped else "mlflow: nothing running")
-    from playbooks.services.mlflow import backend_of_uri, describe_uri
+    from playbooks.services.mlflow_db import backend_of_uri, describe_uri
 
     on_postgres = backend_of_uri(uri) == "postgres"
     if purge:
@@ -206,7 +226,7 @@ def status(c) -> bool:
     print(f"mlflow: {health} (pid {state.get('pid')}), http://127.0.0.1:{state.get('ports', {}).get('http')}")
     uri = None if state.get("corrupt") else state.get("inputs", {}).get("backend")
     if uri:
-        from playbooks.services.mlflow import backend_of_uri, describe_uri
+        from playbooks.services.mlflow_db import backend_of_uri, describe_uri
 
         print(f"mlflow: backend {describe_uri(uri) if backend_of_uri(uri) == 'postgres' else 'SQLite, ' + uri[10:]}")
     for line in local.crash_report(c, SERVICE):
@@ -223,35 +243,182 @@ def tracking_uri(c) -> str | None:
     return f"http://127.0.0.1:{state['ports']['http']}"
 
 
-def smoke_reports(c, keep: bool = False) -> list[Report]:
+def server_s3(c, state: dict) -> tuple[S3Settings | None, str | None, str]:
+    """The S3 settings, bucket and prefix the server was started with (None, None, "" for a local folder)."""
+    destination = state["inputs"]["destination"]
+    if not destination.startswith("s3://"):
+        return None, None, ""
+    bucket, _, prefix = destination[5:].partition("/")
+    from playbooks.services import storage_local
+
+    running = storage_local.settings(c)
+    candidates = [running[0] if running and running[1] == bucket else None, s3_from_env(os.environ, required=False)]
+    candidates = [found for found in candidates if found is not None]
+    # The store the server was started with: a local store and AWS_* may share a bucket name.
+    used = [
+        found
+        for found in candidates
+        if config_hash(found.public_env(), found.credentials()) == state["inputs"].get("s3")
+    ]
+    return (used or candidates or [None])[0], bucket, prefix
+
+
+def recorded_state(c) -> dict | None:
     state = local.processes(c, SERVICE).get(SERVICE)
+    if state and (state.get("corrupt") or "destination" not in state.get("inputs", {})):
+        raise PlaybookError("the local MLflow server's state is unreadable: run `invoke mlflow.up` to repair it")
+    return state
+
+
+def smoke_reports(c, keep: bool = False) -> list[Report]:
+    state = recorded_state(c)
     if not state:
         return []
-    if state.get("corrupt") or "destination" not in state["inputs"]:
-        raise PlaybookError("the local MLflow server's state is unreadable: run `invoke mlflow.up` to repair it")
     destination = state["inputs"]["destination"]
-    s3 = bucket = None
-    prefix = ""
-    if destination.startswith("s3://"):
-        bucket, _, prefix = destination[5:].partition("/")
-        from playbooks.services import storage_local
-
-        running = storage_local.settings(c)
-        candidates = [running[0] if running and running[1] == bucket else None, s3_from_env(os.environ, required=False)]
-        candidates = [found for found in candidates if found is not None]
-        # The store the server was started with: a local store and AWS_* may share a bucket name.
-        used = [
-            found
-            for found in candidates
-            if config_hash(found.public_env(), found.credentials()) == state["inputs"].get("s3")
-        ]
-        s3 = (used or candidates or [None])[0]
+    s3, bucket, prefix = server_s3(c, state)
     url = f"http://127.0.0.1:{state['ports']['http']}"
     print(f"mlflow: checking {url} (local process)", flush=True)
     local_root = None if destination.startswith("s3://") else destination
     report = round_trip(url, s3=s3, bucket=bucket, prefix=prefix, local_root=local_root, keep=keep)
     print(report.render(), flush=True)
     return [report]
+
+
+# ---------------------------------------------------------------- backup and restore
+
+
+def _database(c, state: dict | None):
+    """(backend, Database or None, the SQLite file): the database the server uses, else the SQLite file left."""
+    from playbooks.services.mlflow_db import backend_of_uri
+
+    uri = state["inputs"].get("backend") if state else None
+    if uri is None:
+        uri = sqlite_uri(c)
+    if backend_of_uri(uri) == "postgres":
+        return "postgres", mlflow_db.find_by_uri(os.environ, uri, lambda: service_database(c)), None
+    path = Path(uri[len("sqlite:///") :])
+    if not path.is_file():
+        raise PlaybookError("no MLflow database on this machine: run `invoke mlflow.up` first")
+    return "sqlite", None, path
+
+
+def _pg_binaries(c, db) -> Path:
+    from playbooks.services import mlflow_backup
+
+    preferred = None
+    if db.origin.startswith("the local postgres service"):
+        from playbooks.services import postgres_local  # type: ignore[attr-defined]
+
+        preferred = postgres_local.bin_dir(c)[0]
+    return mlflow_backup.pg_binaries(preferred)
+
+
+def _bucket(c, state: dict | None):
+    from playbooks.services.mlflow_backup import Bucket
+
+    s3, bucket, prefix = server_s3(c, state) if state else (None, None, "")
+    if s3 is None or bucket is None:
+        why = (
+            "no MLflow server runs here" if not state else "MLflow keeps its artifacts in a local folder, not a bucket"
+        )
+        raise PlaybookError(f"{why}: pass --to PATH / --from PATH (a local file)")
+    return Bucket(s3, bucket, prefix)
+
+
+def backup(c, to: str | None = None) -> str:
+    from playbooks.services import mlflow_backup as mb
+
+    state = recorded_state(c)
+    backend, db, path = _database(c, state)
+    name = mb.file_name(SERVICE, backend)
+    target = mb.local_target(to, name) if to else None
+    where_to = None if target else _bucket(c, state)
+    timeout = float(c.config.mlflow.get("backup_timeout", 600))
+    with mb.temporary_folder() as folder:
+        copy = target or Path(folder) / name
+        if db is None:
+            mb.sqlite_copy(path, copy)
+            what = f"SQLite {path}"
+        else:
+            mb.pg_dump(db, db.read_password(), copy, _pg_binaries(c, db), timeout)
+            what = f"PostgreSQL {db.where()}"
+        size = copy.stat().st_size
+        where = str(copy) if target else where_to.put(copy, name)
+    print(f"mlflow: backed up {what} to {where} ({size} bytes)", flush=True)
+    return where
+
+
+def restore(c, source: str | None = None, force: bool = False) -> None:
+    from playbooks.services import mlflow_backup as mb
+
+    state = recorded_state(c)
+    backend, db, path = _database(c, state)
+    timeout = float(c.config.mlflow.get("backup_timeout", 600))
+    with mb.temporary_folder() as folder:
+        if source and not source.startswith("s3://"):
+            found = mb.local_source(source)
+            mb.check_kind(found.name, backend)
+            origin = str(found)
+        else:
+            bucket = _bucket(c, state)
+            if source:
+                key_bucket, _, key = source[5:].partition("/")
+                if key_bucket != bucket.bucket:
+                    raise PlaybookError(
+                        f"--from {source}: MLflow's bucket is {bucket.bucket}; pass a key there or a local file"
+                    )
+            else:
+                key = bucket.latest(SERVICE, backend)
+            mb.check_kind(key.rsplit("/", 1)[-1], backend)
+            found = Path(folder) / key.rsplit("/", 1)[-1]
+            bucket.get(key, found)
+            origin = bucket.url(key)
+        # Every check before the server stops: a refused restore changes nothing.
+        password = db.read_password() if db else None
+        if db is None:
+            mb.sqlite_check(found)
+            held = mb.sqlite_content(path)
+        else:
+            binaries = _pg_binaries(c, db)
+            mb.pg_check(found, binaries)
+            held = mb.pg_content(db, password)
+        if held and not force:
+            where = f"SQLite {path}" if db is None else db.where()
+            raise PlaybookError(
+                f"{where} is not empty ({held} runs, experiments or models): restoring would replace them; "
+                "pass --force to replace it, or `invoke mlflow.backup` it first"
+            )
+        running = local.alive(state)
+        with local.writing(c, "mlflow.restore"):
+            if running:
+                stopped = local.stop(c, SERVICE, grace=float(c.config.local.stop_grace))
+                print(f"mlflow: stopped {', '.join(stopped)} to restore", flush=True)
+            if db is None:
+                mb.sqlite_restore(found, path)
+            else:
+                mb.pg_restore(db, password, found, binaries, timeout)
+    print(f"mlflow: restored {'SQLite ' + str(path) if db is None else 'PostgreSQL ' + db.where()} from {origin}")
+    if running:
+        restart(c, state)
+    else:
+        print("mlflow: start the server with `invoke mlflow.up`")
+
+
+def restart(c, state: dict) -> None:
+    """Start the server again as it ran: same artifacts, port and backend."""
+    from playbooks.services import storage_local
+    from playbooks.services.mlflow_db import backend_of_uri
+
+    destination = state["inputs"]["destination"]
+    s3, bucket, prefix = server_s3(c, state)
+    if s3 is None:
+        storage, bucket, prefix = "none", None, c.config.mlflow.prefix
+    else:
+        running = storage_local.settings(c)
+        same = running and config_hash(running[0].public_env(), running[0].credentials()) == state["inputs"].get("s3")
+        storage = "local-s3" if same else "env"
+    del destination
+    up(c, bucket, prefix, state["ports"]["http"], storage, backend_of_uri(state["inputs"]["backend"]))
 
 
 def logs(c, lines: int) -> str:
