@@ -27,9 +27,15 @@ def inline_spans(text: str) -> list[str]:
     return re.findall(r"`([^`\n]+)`", outside)
 
 
+def optional(match: re.Match) -> str:
+    """`[--to PATH]` is `--to=x`, `[--force]` is `--force`: the flag is checked, the notation dropped."""
+    return f"{match[1]}=x" if match[2] else match[1]
+
+
 def commands(snippet: str) -> list[str]:
     """Each invoke/playbooks command of a shell snippet: split on && || ; |, $(…) opened."""
     snippet = re.sub(r"#.*$", "", snippet, flags=re.MULTILINE)
+    snippet = re.sub(r"\[(--[\w-]+)( [^\]]+)?\]", optional, snippet)
     snippet = snippet.replace('"$(', " ; ").replace("$(", " ; ").replace(')"', " ; ")
     found = []
     for part in re.split(r"&&|\|\||;|\||\n", snippet):
