@@ -23,6 +23,7 @@ from tests.pgserver import pg_server
 pytestmark = pytest.mark.timeout(1800)
 MLFLOW_IMAGE = defaults.DEFAULTS["mlflow"]["image"]
 TOOLS_IMAGE = "docker.io/library/postgres:16.11-bookworm"
+PREVIOUS_IMAGE = f"ghcr.io/mlflow/mlflow:v{defaults.MLFLOW_PREVIOUS_VERSION}-full"
 
 
 @contextlib.contextmanager
@@ -55,10 +56,12 @@ def ok(result):
 
 @pytest.mark.parametrize("source", ["sqlite", "postgres", "service"])
 def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, source, tmp_path):
-    """sqlite; postgres: the platform's database; service: the project's postgres service (postgres.up)."""
+    """The whole path on each backend: the previous MLflow release up, smoke, a user's run, `up` with the
+    current release (the schema migrated), the run read back, backup, purge, restore, the run read back.
+    sqlite; postgres: the platform's database; service: the project's postgres service (postgres.up)."""
     session = real_session
     backend = "sqlite" if source == "sqlite" else "postgres"
-    need_images(session, [MLFLOW_IMAGE] + ([TOOLS_IMAGE] if backend == "postgres" else []))
+    need_images(session, [MLFLOW_IMAGE, PREVIOUS_IMAGE] + ([TOOLS_IMAGE] if backend == "postgres" else []))
     if session.s3 is None:
         pytest.skip("real pods: backups go to the platform's bucket, which stands outside the cluster on the lab")
     if source == "service":
@@ -68,7 +71,8 @@ def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, sour
         sampler = memory_sampler(session)
         try:
             with sampler or contextlib.nullcontext():
-                up = ok(session.run("mlflow.up", "--backend", backend, timeout=900))
+                previous = {"INVOKE_MLFLOW_IMAGE": PREVIOUS_IMAGE}
+                up = ok(session.run("mlflow.up", "--backend", backend, env=previous, timeout=900))
                 if pg:
                     assert f"backend PostgreSQL: database mlflow on {pg.host}:{pg.port}" in up.stdout
                 if source == "service":
@@ -76,6 +80,15 @@ def test_backup_purge_restore_reads_the_run_back_on_real_pods(real_session, sour
                 ok(session.run("mlflow.smoke", timeout=600))
                 with forward(session.kubeconfig, session.namespace, "mlflow", 5000) as port:
                     run_id = user_python(session.env, LOG_A_RUN, f"http://127.0.0.1:{port}")
+
+                # The current release on the previous one's database: migrated before it serves.
+                upgrade = ok(session.run("mlflow.up", timeout=1500))
+                print(f"{session.mode}/{source}: upgrade\n{upgrade.stdout}")
+                assert f"image changes from {PREVIOUS_IMAGE} to {MLFLOW_IMAGE}" in upgrade.stdout, upgrade.stdout
+                assert "mlflow: database migrated to " in upgrade.stdout, upgrade.stdout
+                with forward(session.kubeconfig, session.namespace, "mlflow", 5000) as port:
+                    upgraded = json.loads(user_python(session.env, READ_A_RUN, f"http://127.0.0.1:{port}", run_id))
+                assert upgraded["params"] == {"alpha": "0.5"} and upgraded["metrics"] == {"rmse": 0.25}
 
                 before = backups(session)
                 backup = ok(session.run("mlflow.backup", timeout=600))
