@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from playbooks import procs, runner, statefile
+from playbooks.defaults import DEFAULTS
 from playbooks.errors import PlaybookError
 
 if TYPE_CHECKING:
@@ -353,7 +354,9 @@ def local_port(backend: ClusterBackend, want: Want) -> tuple[int, bool]:
         for entry in entries:
             if entry.get("name") == want.name:
                 return int(entry["local"]), True
-    return int(backend.c.config.forward.ports.get(want.port_key) or want.remote), False
+    # forward.ports' 0 means any free port, known only once `forward` runs: name the usual one meanwhile.
+    usual = DEFAULTS["forward"]["ports"].get(want.port_key)
+    return int(backend.c.config.forward.ports.get(want.port_key) or usual or want.remote), False
 
 
 def describe(entry: dict) -> tuple[str, str, str, str]:

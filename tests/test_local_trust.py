@@ -388,7 +388,7 @@ def test_ctrl_c_during_a_start_ends_within_a_second_and_the_next_up_converges(wo
 # ---------------------------------------------------------------- strict configuration and bad flags
 
 CONFIG = [
-    ("mlflow: {prot: 1}", {}, ("setting mlflow.prot is not a known setting", "mlflow has bucket")),
+    ("mlflow: {prot: 1}", {}, ("setting mlflow.prot is not a known setting", "mlflow has backend, bucket")),
     ("local: {state_dir: 5}", {}, ("setting local.state_dir is 5, which is not a string",)),
     ("mlflow: [1, 2]", {}, ("cannot load the configuration", "fix invoke.yaml")),
     ("local: {ports: {mlflow: soon}}", {}, ("setting local.ports.mlflow is 'soon', which is not a number",)),
