@@ -395,7 +395,7 @@ class ClusterBackend(Backend):
         found = self.forwards()
         if not found:
             return []
-        return ["", *forwards.table([("forward", "address", "to", "state"), *map(forwards.describe, found)])]
+        return ["", *forwards.table(found)]
 
     @property
     def reach(self) -> str:

@@ -65,7 +65,7 @@ def start(c, timeout=None, quiet=False, namespace=None, mode=None):
     if quiet:
         say("forward: " + ", ".join(f"{e['name']} {forwards.url(e['scheme'], e['local'])}" for e in entries), quiet)
         return
-    print("\n".join(forwards.table([("forward", "address", "to", "state"), *map(forwards.describe, entries)])))
+    print("\n".join(forwards.table(entries)))
     print("forward: runs in the background; `invoke forward.stop` (or `invoke down`) ends it")
 
 
@@ -97,7 +97,7 @@ def status(c, namespace=None, mode=None):
     if running is None:
         print(f"forward: none running {backend.where()}: `invoke forward` starts them")
         return
-    print("\n".join(forwards.table([("forward", "address", "to", "state"), *map(forwards.describe, entries)])))
+    print("\n".join(forwards.table(entries)))
     print(f"forward: supervisor pid {running.pid}")
     if any(entry.get("state") != "connected" for entry in entries):
         raise PlaybookError("a forward is not connected: its state above says why; the supervisor keeps retrying")

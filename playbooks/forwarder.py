@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from playbooks import runner
+
 FORWARDING = re.compile(rb"Forwarding from 127\.0\.0\.1:(\d+)")
 # kubectl's words when the pod under the forward went away: it exits after them, or should.
 LOST = (b"lost connection to pod", b"error forwarding port", b"an error occurred forwarding")
@@ -312,16 +314,6 @@ def _last(said: list[bytes]) -> str:
     return said[-1].decode(errors="replace") if said else ""
 
 
-def write_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-
-
 class Supervisor:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -341,10 +333,12 @@ class Supervisor:
             return {"kubectl": self.kubectl, "forwards": [t.spec for t in self.tunnels.values()]}
 
     def write_status(self) -> None:
-        write_atomically(
-            self.folder / "status.json",
-            {"pid": os.getpid(), "updated": time.time(), "forwards": {n: t.report() for n, t in self.tunnels.items()}},
-        )
+        status = {
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "forwards": {n: t.report() for n, t in self.tunnels.items()},
+        }
+        runner.write_private(self.folder / "status.json", json.dumps(status, indent=2))
 
     def broken(self, tunnel: Tunnel) -> None:
         """A port without a probe (a TCP service) learns of a replaced pod only when a client

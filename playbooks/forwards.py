@@ -380,9 +380,11 @@ def as_json(entry: dict) -> dict:
     }
 
 
-def table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+def table(entries: list[dict]) -> list[str]:
+    """The forwards as the `forward`, `forward.status` and `status` tables show them."""
+    from playbooks.report import columns
+
+    return columns([("forward", "address", "to", "state"), *map(describe, entries)])
 
 
 def forwarded(backend: ClusterBackend, want: Want) -> tuple[int, str]:

@@ -7,6 +7,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
+def columns(rows: list[tuple]) -> list[str]:
+    """Rows as left-aligned columns, two spaces apart, each line right-stripped."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 class CheckFailed(Exception):
     """A step of a smoke check failed; the message says what was seen."""
 

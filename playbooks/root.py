@@ -10,7 +10,7 @@ import inspect
 from playbooks import jsonout, registry
 from playbooks.backends import backend_for
 from playbooks.errors import PlaybookError, task
-from playbooks.report import summary_table
+from playbooks.report import columns, summary_table
 
 TARGET_HELP = {
     "namespace": "Namespace to act in (default: SESSION_NAMESPACE, then the kubeconfig context's).",
@@ -194,10 +194,8 @@ def status(c, namespace=None, mode=None, json=False):
         if not rows:
             print(f"nothing deployed {backend.where()}: run `invoke up`")
             return
-        header = backend.status_header
-        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        for line in columns([backend.status_header, *rows]):
+            print(line)
         for line in backend.status_footer():
             print(line)
         backend.refuse_failed()
