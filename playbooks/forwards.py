@@ -159,16 +159,8 @@ def _launch(backend: ClusterBackend, where: Path) -> procs.Identity:
 
 
 def _end(where: Path, found: procs.Identity, grace: float = 5.0) -> None:
-    procs.signal_group(found.pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        procs.reap(found.pid)
-        if not procs.group_running(found.pgid):
-            break
-        time.sleep(0.1)
-    else:
-        procs.signal_group(found.pgid, signal.SIGKILL)
-        procs.reap(found.pid)
+    """Stop the supervisor's process group (its identity checked by the caller), then forget it."""
+    procs.stop_group(found.pgid, grace)
     for name in ("supervisor.json", "status.json"):
         with contextlib.suppress(FileNotFoundError):
             (where / name).unlink()
